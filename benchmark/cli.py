@@ -1,0 +1,119 @@
+"""The `clip4vla` command. Every verb exits non-zero with a one-line reason on bad input, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from benchmark.errors import UserError
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """Print the registered tasks with their metadata."""
+    from benchmark.registry import load_tasks
+
+    registry = load_tasks()
+    for name in registry:
+        spec = registry.get(name).spec
+        print(f"{spec.name}  v{spec.version}  {spec.dataset} {spec.kind}")
+        print(f"    splits: {', '.join(spec.splits)} (train {spec.train_split}, test {spec.test_split})")
+        print(f"    modalities: {', '.join(spec.modalities)}; directions: {', '.join(spec.directions)}")
+        print(f"    captions per test item: {spec.captions_per_item}; main score: {spec.main_score}")
+        print(f"    reference: {spec.reference}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write the generated datasets in their real on-disk formats."""
+    from benchmark.synthetic import synthesize
+
+    planted = synthesize(Path(args.out), seed=args.seed, scale=args.scale)
+    for dataset, defects in planted.items():
+        print(f"{args.out}/{dataset}: planted " + ", ".join(
+            f"{k} {len(v)}" for k, v in defects.items() if k in ("no_audio", "truncated", "missing")))
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    """Generated data + tiny model + MLflow store + report: the whole path in a few minutes on a CPU."""
+    from benchmark.smoke import run_smoke
+
+    run_smoke(Path(args.out) if args.out else None, args.overrides, seed=args.seed)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Pre-train, fine-tune and evaluate one task from a config file on real data."""
+    from benchmark.config import load_config, read_yaml
+    from benchmark.pipeline import Progress, reproduce
+
+    cfg = load_config(read_yaml(Path(args.config)), args.overrides)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    reproduce(cfg, out, Path(args.config).stem, Progress())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clip4vla", description="CLIP4VLA reproducibility suite (AAAI 2023): audio in CLIP, retrieval.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("tasks", help="list the registered tasks and their metadata")
+    p.set_defaults(func=cmd_tasks)
+
+    p = verbs.add_parser("synth", help="write tiny learnable datasets in the real on-disk formats")
+    p.add_argument("--out", required=True, help="folder to write <dataset>/ folders into")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", choices=("tiny", "small"), default="tiny")
+    p.set_defaults(func=cmd_synth)
+
+    p = verbs.add_parser("smoke", help="the main job on the embedded default: synth + pre-train + fine-tune + "
+                         "evaluate + MLflow + report.md, minutes on a CPU")
+    p.add_argument("--out", help="output folder (default: a new clip4vla-smoke-<time> folder here)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. finetune.max_steps=10")
+    p.set_defaults(func=cmd_smoke)
+
+    p = verbs.add_parser("run", help="pre-train, fine-tune and evaluate one task from a config file")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--out", required=True, help="output folder (cache, MLflow store, results, report)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # KEY=VALUE overrides may come before or after options: argparse leaves the later ones over.
+    args, rest = parser.parse_known_args(argv)
+    unknown = [r for r in rest if r.startswith("-") or "=" not in r or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("clip4vla").setLevel(logging.INFO)
+    if args.verb == "smoke":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the smoke job never needs a hub; fail fast if asked
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"clip4vla: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clip4vla: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
+        if os.environ.get("CLIP4VLA_DEBUG"):
+            raise
+        print(f"clip4vla: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+              "(set CLIP4VLA_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Typed run configuration: dataclass defaults, YAML files and dotted CLI overrides (design/style.md).
+
+Defaults live here only. A YAML file and `key.sub=value` overrides are merged onto them and type-checked;
+an unknown key is an error that names it and suggests the closest one. Fields left at `None` with the comment
+"(protocol)" take their value from the chosen protocol (`paper` or `released-code`, architecture.md), and the
+resolved config, with every switch concrete, is what each run records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from benchmark.errors import UserError
+from benchmark.registry import closest
+
+Protocol = Literal["paper", "released-code"]
+
+
+@dataclass
+class ModelConfig:
+    clip_name: str = "ViT-B-32-quickgelu"  # open_clip model config (OpenAI weights need QuickGELU)
+    pretrained: str | None = "openai"  # open_clip tag, a local checkpoint path, or null for random weights
+    audio_init: Literal["visual", "random"] = "visual"  # audio tower copied from the image tower (spec §2.3)
+    type_token: Literal["off", "index", "mix", "both"] = "mix"  # spec §2.3 modes -1 / 2 / c / 3
+    type_mix: float = 0.5  # c in (1-c)·e0 + c·e1 for mode "mix" (0.5 MSR-VTT/VATEX, 1 AudioCaps)
+    type_pos_init_std: float | None = None  # std of the new TYPE positional row (protocol)
+    learnable_logit_scale: bool | None = None  # learnable (paper) or fixed (released-code), capped at 100
+    logit_scale_init: float = 100.0  # similarity scale at the start (spec §2.4); random weights learn faster lower
+    fusion: Literal["feat_avg"] = "feat_avg"  # candidate = (v + a) / 2 (spec §2.5)
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None  # folder holding one sub-folder per dataset (msrvtt/, vatex/, audiocaps/, ...)
+    cache: str | None = None  # preprocessed-tensor cache; default <output>/cache
+    max_words: int = 32  # text tokens incl. SOT/EOT (spec §5)
+    max_frames: int = 12  # frames at 1 fps, uniformly subsampled beyond this (spec §4)
+    max_audio_segments: int = 16  # 224-frame log-mel segments, centred window (spec §3)
+    missing_audio: Literal["zero", "drop", "miss"] = "zero"  # architecture.md missing-audio policy
+    limit: int | None = None  # use only the first N clips of each split (lm-eval --limit)
+    workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, tests)
+    batch_size: int = 128  # global batch per optimizer step
+    grad_accum: int = 1  # micro-batches per step; the contrastive batch is batch_size / grad_accum (spec §7.2)
+    lr: float = 5e-4  # new modules
+    coef_lr: float = 2e-4  # encoders train at lr * coef_lr (spec §8)
+    weight_decay: float = 0.2
+    warmup: float = 0.1  # fraction of steps with linear warmup, then cosine over the whole run (spec §8)
+    grad_clip: float = 1.0  # global gradient-norm clip
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a GradScaler (GPU)
+    log_every: int = 10  # optimizer steps between logged training metrics
+
+
+@dataclass
+class LossConfig:
+    intra_modal: bool = True  # L_AA, audio vs its SpecAugment view (spec §6.2)
+    text_video: bool = False  # add L_TV to the pre-training loss (always logged, spec §6.1)
+    released_terms: bool | None = None  # doubled L_VA + L_TT + L_VV, as the released script (protocol)
+    symmetric_finetune: bool | None = None  # t<->clip (paper) or t->clip only (released-code) (protocol)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    ties: Literal["average", "optimistic", "pessimistic"] = "average"  # rank of tied scores (spec §10.1)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # MLflow tracking URI; default: MLFLOW_TRACKING_URI, else a SQLite file in the output
+    experiment: str = "clip4vla"
+
+
+@dataclass
+class RunConfig:
+    protocol: Protocol = "paper"
+    seed: int = 42
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    task: str = "msrvtt_retrieval"  # downstream task fine-tuned and evaluated
+    pretrain_corpus: list[str] = field(default_factory=lambda: ["audioset", "howto100m"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    # Stage-2 pre-training recipe of the released script (spec §7.2), per optimizer step of 4096 samples.
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=4096, lr=1e-7, coef_lr=1.0))
+    # MSR-VTT retrieval recipe (spec §9.1): encoders at 5e-4 * 2e-4 = 1e-7, new modules at 5e-4.
+    finetune: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# What each protocol means for the "(protocol)" switches (architecture.md "Protocols"; spec §2.3, §2.4, §6, §12).
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "model.type_pos_init_std": 0.01,  # spec §14: initialise the new row small
+        "model.learnable_logit_scale": True,
+        "loss.released_terms": False,
+        "loss.symmetric_finetune": True,
+    },
+    "released-code": {
+        "model.type_pos_init_std": 1.0,  # spec §12 item 12: std-1 noise, as the authors' code
+        "model.learnable_logit_scale": False,  # spec §2.4: fixed 100
+        "loss.released_terms": True,  # spec §6.3: tav_nce + with_self_supervised
+        "loss.symmetric_finetune": False,  # spec §12 item 9
+    },
+}
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict of a config dataclass (what YAML and MLflow params see)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` converted to `tp`, or raise a UserError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise UserError(errors[0] if errors else f"config key '{key}' cannot be null")
+    if origin is Literal:
+        if isinstance(value, bool) and all(isinstance(a, str) for a in args):
+            # YAML 1.1 reads `off`/`no` as false and `on`/`yes` as true: `type_token: off` must mean "off"
+            spelled = [w for w in (("on", "yes", "true") if value else ("off", "no", "false")) if w in args]
+            value = spelled[0] if spelled else value
+        if value not in args:
+            raise UserError(f"config key '{key}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check_value(v, args[0], key) for v in value]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _looks_like_float(value):
+            value = float(value)  # YAML 1.1 reads "1e-5" (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} for '{key}'")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (partial) dict; unknown keys and wrong types raise UserError."""
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            known = [prefix + n for n in names]
+            raise UserError(f"unknown config key '{prefix}{key}'{closest(prefix + str(key), known)}")
+        kwargs[key] = _check_value(value, hints[key], prefix + key)
+    default = cls()
+    for name in names:
+        if name in kwargs and dataclasses.is_dataclass(hints[name]):
+            # merge a partial sub-mapping onto the default sub-config instead of replacing it
+            sub = to_dict(getattr(default, name))
+            _merge(sub, data[name])
+            kwargs[name] = from_dict(hints[name], sub, prefix=prefix + name + ".")
+    return dataclasses.replace(default, **kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'train.lr=1e-5' -> {"train": {"lr": 1e-05}}; the value is read as YAML (numbers, bools, null, lists)."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "infinity")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for a missing file or bad syntax."""
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def resolve_protocol(cfg: RunConfig) -> RunConfig:
+    """Fill every "(protocol)" switch left at None from PROTOCOL_DEFAULTS; explicit values win."""
+    data = to_dict(cfg)
+    for dotted, value in PROTOCOL_DEFAULTS[cfg.protocol].items():
+        section, name = dotted.split(".")
+        if data[section][name] is None:
+            data[section][name] = value
+    return from_dict(RunConfig, data)
+
+
+def load_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Defaults <- `base` mapping (e.g. a YAML file) <- dotted overrides, type-checked and protocol-resolved."""
+    data: dict[str, Any] = {}
+    _merge(data, base or {})
+    for text in overrides:
+        _merge(data, parse_override(text))
+    return resolve_protocol(from_dict(RunConfig, data))

@@ -1,0 +1,134 @@
+"""From loaded clips to model batches: decode once into the cache, apply the missing-audio policy, and serve
+(caption, clip) pairs for training and clips / captions for evaluation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.config import DataConfig
+from benchmark.items import Clip
+from benchmark.media import audio as audio_fe
+from benchmark.media import video as video_fe
+from benchmark.media.cache import MediaCache, MediaStatus
+
+
+@dataclass
+class PreparedSplit:
+    """A split after decoding: the clips a run uses, and what was missing (recorded with every result)."""
+
+    clips: list[Clip]
+    counts: dict[str, int] = field(default_factory=dict)
+    has_audio: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def captions(self) -> list[tuple[int, str]]:
+        """(clip index, caption) for every caption, in clip order: the explicit caption-to-clip mapping."""
+        return [(i, text) for i, clip in enumerate(self.clips) for text in clip.captions]
+
+
+def prepare_split(
+    clips: list[Clip], cache: MediaCache, policy: str, progress: Callable[[int, int], None] | None = None
+) -> PreparedSplit:
+    """Decode `clips` into `cache`, drop clips without decodable video, and apply the missing-audio policy.
+
+    Policies (architecture.md): `zero` keeps clips without audio with a zero mask (fused feature = video
+    alone); `drop` removes them (the authors' --filter_video_id); `miss` keeps them for evaluation to count
+    as misses in audio directions.
+    """
+    statuses: list[MediaStatus] = cache.fill(clips, progress)
+    errors = Counter(f"video_{s.video_error}" for s in statuses if s.video_error)
+    errors.update(f"audio_{s.audio_error}" for s in statuses if s.audio_error and s.has_video)
+    kept = [(c, s) for c, s in zip(clips, statuses, strict=True) if s.has_video]
+    no_audio = sum(not s.has_audio for _, s in kept)
+    if policy == "drop":
+        kept = [(c, s) for c, s in kept if s.has_audio]
+    counts = {
+        "clips_listed": len(clips),
+        "clips_used": len(kept),
+        "missing_video": len(clips) - sum(s.has_video for s in statuses),
+        "missing_audio": no_audio,
+        "dropped_no_audio": no_audio if policy == "drop" else 0,
+        **{f"error_{k}": v for k, v in sorted(errors.items())},
+    }
+    return PreparedSplit([c for c, _ in kept], counts, {c.id: s.has_audio for c, s in kept})
+
+
+class ClipTensors:
+    """Cache entry -> model inputs: CLIP-normalised frames and z-scored log-mel segments, padded and masked."""
+
+    def __init__(self, cache: MediaCache, cfg: DataConfig) -> None:
+        self.cache = cache
+        self.cfg = cfg
+
+    def __call__(self, clip: Clip, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        entry = self.cache.load(clip.id)
+        out: dict[str, torch.Tensor] = {}
+        frames = entry["frames"]
+        out["frames"] = torch.zeros(self.cfg.max_frames, 3, video_fe.FRAME_SIZE, video_fe.FRAME_SIZE)
+        out["frame_mask"] = torch.zeros(self.cfg.max_frames)
+        n = min(frames.shape[0], self.cfg.max_frames)
+        out["frames"][:n] = video_fe.normalize(frames[:n])
+        out["frame_mask"][:n] = 1
+        logmel = entry["logmel"]
+        if logmel is None:
+            shape = (self.cfg.max_audio_segments, 3, audio_fe.SEGMENT_FRAMES, audio_fe.N_MELS)
+            out["audio"], out["audio_mask"] = torch.zeros(shape), torch.zeros(self.cfg.max_audio_segments)
+            if augment is not None:
+                out["audio_aug"] = torch.zeros(shape)
+        else:
+            out["audio"], out["audio_mask"] = audio_fe.segments(logmel, self.cfg.max_audio_segments)
+            if augment is not None:
+                augmented = audio_fe.spec_augment(logmel, augment)
+                out["audio_aug"], _ = audio_fe.segments(augmented, self.cfg.max_audio_segments)
+        out["audio_type"] = torch.tensor(clip.audio_type)
+        return out
+
+
+class CaptionPairs(Dataset):
+    """Every (caption, clip) pair of a split, as the authors' --expand_msrvtt_sentences (spec §9.2)."""
+
+    def __init__(
+        self, split: PreparedSplit, tensors: ClipTensors, tokens: torch.Tensor, augment: bool, seed: int
+    ) -> None:
+        self.split = split
+        self.pairs = split.captions
+        self.tensors = tensors
+        self.tokens = tokens  # [n_captions, max_words], row j belongs to self.pairs[j]
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clip_index, _ = self.pairs[index]
+        generator = None
+        if self.augment:  # the SpecAugment draw depends only on (seed, epoch, index): resumable, worker-proof
+            generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
+        item = self.tensors(self.split.clips[clip_index], generator)
+        item["tokens"] = self.tokens[index]
+        item["clip_index"] = torch.tensor(clip_index)
+        return item
+
+
+class ClipItems(Dataset):
+    """One item per clip (evaluation encodes each clip once)."""
+
+    def __init__(self, split: PreparedSplit, tensors: ClipTensors) -> None:
+        self.split = split
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.split.clips)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.tensors(self.split.clips[index])

@@ -1,0 +1,188 @@
+"""Audio front-end of CLIP4VLA (spec §3): waveform -> per-channel log-mel [3, T, 224] -> z-scored segments.
+
+The log-mel "image" of one segment is [3, 224, 224]: channels (L, M=(L+R)/2, R), rows = 224 frames of 8 ms
+(1.792 s), columns = 224 Slaney mel bins up to 8 kHz. It matches the authors' librosa 0.9 front-end
+(fixtures/audio/, checked in tests/test_audio_frontend.py). Deliberate differences from the authors' code:
+any input rate is resampled to 16 kHz (stereo included; the authors' loader turned >16 kHz stereo into silence,
+spec §12 item 21b) and mono files of any length work (item 21).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.media.errors import MediaError
+
+SAMPLE_RATE = 16_000
+N_FFT = 512  # 32 ms
+HOP = 128  # 8 ms
+N_MELS = 224
+F_MAX = 8_000.0
+TOP_DB = 80.0
+SEGMENT_FRAMES = 224  # 1.792 s per segment
+MAX_SECONDS = 60.0  # longer inputs keep their centred 60 s (spec §3 step 2)
+AMIN = 1e-10
+
+
+def read_waveform(path: Path) -> tuple[np.ndarray, int]:
+    """Read any audio file or the audio track of a video: float32 [channels, samples] in [-1, 1], and its rate.
+
+    WAV/FLAC go through soundfile; containers (mp4, mkv, webm, m4a) through PyAV. Raises MediaError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "missing")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty")
+    if path.suffix.lower() in (".wav", ".flac", ".ogg"):
+        import soundfile
+
+        try:
+            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except Exception as exc:  # libsndfile raises its own RuntimeError subclasses
+            raise MediaError(path, "corrupt", str(exc)) from exc
+        wave = data.T
+    else:
+        wave, rate = _read_container_audio(path)
+    if wave.shape[1] == 0:
+        raise MediaError(path, "too_short", "no samples")
+    return np.ascontiguousarray(wave), int(rate)
+
+
+def _read_container_audio(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(path, "no_stream", "no audio track")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+            chunks = []
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+            rate = stream.rate
+    except MediaError:
+        raise
+    except Exception as exc:  # PyAV raises InvalidDataError, EOFError, ... for broken containers
+        raise MediaError(path, "corrupt", f"{type(exc).__name__}: {exc}") from exc
+    if not chunks:
+        raise MediaError(path, "too_short", "audio track has no samples")
+    return np.concatenate(chunks, axis=1).astype(np.float32), rate
+
+
+def lmr_channels(wave: np.ndarray, rate: int) -> torch.Tensor:
+    """[C, N] at `rate` -> float64 [3, N'] = (L, (L+R)/2, R) at 16 kHz, centred 60 s at most (spec §3 step 2).
+
+    Mono is duplicated (L = M = R). More than two channels keep the first two (front left/right).
+    """
+    import torchaudio.functional as AF
+
+    max_len = int(MAX_SECONDS * rate)
+    if wave.shape[1] > max_len:
+        start = (wave.shape[1] - max_len) // 2
+        wave = wave[:, start : start + max_len]
+    x = torch.from_numpy(np.asarray(wave, dtype=np.float64))
+    if x.shape[0] == 1:
+        x = x.expand(2, -1)
+    x = x[:2]
+    if rate != SAMPLE_RATE:
+        x = AF.resample(x, rate, SAMPLE_RATE)
+    return torch.stack([x[0], (x[0] + x[1]) / 2, x[1]])
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_transform(pad_mode: str) -> torch.nn.Module:
+    import torchaudio
+
+    with warnings.catch_warnings():
+        # 224 Slaney bins over 257 FFT bins leave a few empty filters; librosa builds the same ones (spec §3).
+        warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+        transform = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE,
+            n_fft=N_FFT,
+            win_length=N_FFT,
+            hop_length=HOP,
+            f_min=0.0,
+            f_max=F_MAX,
+            n_mels=N_MELS,
+            power=2.0,
+            center=True,
+            pad_mode=pad_mode,  # "constant" = librosa 0.9 zero padding (default); "reflect" = librosa 0.8
+            norm="slaney",
+            mel_scale="slaney",
+            window_fn=torch.hann_window,
+        )
+    return transform.double()
+
+
+def log_mel(channels: torch.Tensor, pad_mode: str = "constant") -> torch.Tensor:
+    """[3, N] 16 kHz -> float32 dB [3, T, 224] with T = 1 + N // 128, floored at max - 80 dB per channel."""
+    power = _mel_transform(pad_mode)(channels)  # [3, 224, T]
+    db = 10.0 * torch.log10(power.clamp_min(AMIN))
+    # Per channel, as the authors' per-channel librosa calls (AmplitudeToDB would take a joint max, spec §3).
+    floor = db.amax(dim=(1, 2), keepdim=True) - TOP_DB
+    return torch.maximum(db, floor).transpose(1, 2).float().contiguous()
+
+
+def file_log_mel(path: Path, pad_mode: str = "constant") -> torch.Tensor:
+    """Read `path` and return its log-mel [3, T, 224]; raises MediaError."""
+    wave, rate = read_waveform(path)
+    return log_mel(lmr_channels(wave, rate), pad_mode)
+
+
+def spec_augment(logmel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The intra-modal positive view (spec §3 "Augmentation"): frequency and time masks set to 0 dB.
+
+    11 frequency masks and int(0.15·T) time masks, each of width floor(U[0, 10)), start uniform over the valid
+    range, applied to all channels; no time warp. Roughly half the frames of a 10 s clip end up masked.
+    """
+    _, frames, bins = logmel.shape
+    keep_t = _mask_axis(frames, int(frames * 0.15), generator)
+    keep_f = _mask_axis(bins, int(bins * 0.05), generator)
+    return logmel * (keep_t[:, None] & keep_f[None, :])
+
+
+def _mask_axis(length: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Bool [length]: False inside `count` random masks of width floor(U[0,10))."""
+    if count == 0:
+        return torch.ones(length, dtype=torch.bool)
+    widths = torch.floor(torch.rand(count, generator=generator) * 10).long()
+    starts = torch.floor(torch.rand(count, generator=generator) * (length - widths + 1)).long()
+    idx = torch.arange(length)
+    masked = ((idx[None, :] >= starts[:, None]) & (idx[None, :] < (starts + widths)[:, None])).any(0)
+    return ~masked
+
+
+def segments(logmel: torch.Tensor, max_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[3, T, 224] dB -> z-scored segments [max_segments, 3, 224, 224] and mask [max_segments] (spec §3 5-7).
+
+    As the authors' `split_frame`: the time axis is zero-padded by 224 - T % 224 frames (a whole zero segment
+    when T % 224 == 0), each segment and channel is z-scored over its 224x224 plane including that padding,
+    and when there are more than `max_segments` the centred contiguous window is kept.
+    """
+    channels, frames, bins = logmel.shape
+    pad = SEGMENT_FRAMES - frames % SEGMENT_FRAMES
+    x = torch.nn.functional.pad(logmel, (0, 0, 0, pad))
+    n = x.shape[1] // SEGMENT_FRAMES
+    x = x.reshape(channels, n, SEGMENT_FRAMES, bins).transpose(0, 1)  # [n, 3, 224, 224]
+    if n > max_segments:
+        start = (n - max_segments) // 2
+        x = x[start : start + max_segments]
+        n = max_segments
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True, unbiased=False)
+    x = (x - mean) / (std + 1e-10)
+    out = torch.zeros(max_segments, channels, SEGMENT_FRAMES, bins)
+    out[:n] = x
+    mask = torch.zeros(max_segments)
+    mask[:n] = 1
+    return out, mask

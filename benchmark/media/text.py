@@ -1,0 +1,25 @@
+"""Text front-end: the open_clip tokenizer of the model, truncated to max_words with EOT kept (spec §5).
+
+Padding stays open_clip's id 0 rather than the authors' PAD=49410 row (spec §14): with a causal text encoder
+and EOT pooling the retrieval feature cannot see padding either way.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Tokenizer:
+    """Callable: list of captions -> long [B, max_words] ([SOT] tokens [EOT] 0-padding)."""
+
+    def __init__(self, clip_name: str, max_words: int) -> None:
+        import open_clip
+
+        from benchmark.model.clip4vla import register_configs
+
+        register_configs()  # the tokenizer of a registered tiny config is looked up by name too
+        self._tokenizer = open_clip.get_tokenizer(clip_name)
+        self.max_words = max_words
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        return self._tokenizer(list(captions), context_length=self.max_words)

@@ -1,0 +1,208 @@
+"""CLIP4VLA (spec §2): open_clip's text and image towers, plus an audio tower with the audio type token.
+
+Composed through open_clip's public API (`create_model`, `.visual`, the text attributes of `CLIP`); nothing is
+forked. Features are unit-norm; pooling is the masked mean of unit per-frame / per-segment features (CLIP4Clip
+meanP), and padded frames and segments are never run through a tower (the authors' code encodes them, spec
+§12 item 21d).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.config import ModelConfig
+from benchmark.errors import UserError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_LOGIT_SCALE = 100.0  # spec §2.4: similarities are 100 x cosine
+
+
+class AudioTower(nn.Module):
+    """A copy of CLIP's image tower fed [3, 224, 224] log-mel segments, with the audio type token (spec §2.3).
+
+    Token sequence: [CLS, 49 patches] + the type token(s) appended after the patches with one new positional
+    row (mode "both" appends two tokens that share that row, as the authors' mode 3). The segment embedding is
+    the CLS output after ln_post and proj; with type_token "off" the tower is exactly the image tower.
+    """
+
+    def __init__(self, visual: nn.Module, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.visual = visual
+        self.mode = cfg.type_token
+        self.mix = cfg.type_mix
+        width = visual.class_embedding.shape[-1]
+        if self.mode != "off":
+            # rows: 0 = verbal (HowTo100M), 1 = non-verbal (AudioSet) (spec §2.3, trust the data code)
+            self.type_embedding = nn.Parameter(torch.randn(2, width) * width**-0.5)
+            self.type_position = nn.Parameter(torch.randn(width) * cfg.type_pos_init_std)
+
+    def type_tokens(self, audio_type: torch.Tensor) -> torch.Tensor | None:
+        """[N] type ids (0 verbal, 1 non-verbal) -> [N, k, width] tokens to append, or None for mode "off"."""
+        if self.mode == "off":
+            return None
+        n = audio_type.shape[0]
+        if self.mode == "index":
+            tokens = self.type_embedding[audio_type].unsqueeze(1)
+        elif self.mode == "mix":
+            mixed = (1 - self.mix) * self.type_embedding[0] + self.mix * self.type_embedding[1]
+            tokens = mixed.expand(n, 1, -1)
+        else:  # "both"
+            tokens = self.type_embedding.unsqueeze(0).expand(n, -1, -1)
+        return tokens + self.type_position
+
+    def forward(self, segments: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
+        """segments [N, 3, 224, 224], audio_type [N] -> segment embeddings [N, embed_dim] (not normalised)."""
+        v = self.visual
+        x = v.conv1(segments)  # [N, width, 7, 7]
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        x = v.patch_dropout(x)
+        extra = self.type_tokens(audio_type)
+        if extra is not None:
+            x = torch.cat([x, extra.to(x.dtype)], dim=1)
+        x = v.ln_pre(x)
+        x = v.transformer(x)
+        x = v.ln_post(x)[:, 0]  # the CLS output is the segment embedding; the TYPE output is unused
+        return x @ v.proj
+
+
+def masked_mean_unit(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, K, D] unit features, [B, K] mask -> unit [B, D] (zero when nothing is valid) (spec §2.2, §2.3)."""
+    mask = mask.to(features.dtype).unsqueeze(-1)
+    pooled = (features * mask).sum(1) / (mask.sum(1) + 1e-10)
+    return F.normalize(pooled, dim=-1)
+
+
+class CLIP4VLA(nn.Module):
+    """Text, video and audio encoders with unit-norm outputs and the feat_avg fusion (spec §2.5)."""
+
+    def __init__(self, clip: nn.Module, audio: AudioTower, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.clip = clip
+        self.audio = audio
+        self.cfg = cfg
+        # CLIP's own logit_scale is never used (spec §2.4); freezing it keeps DDP from waiting on its gradient.
+        self.clip.logit_scale.requires_grad_(False)
+        if not 0 < cfg.logit_scale_init <= MAX_LOGIT_SCALE:
+            raise UserError(f"model.logit_scale_init must be in (0, {MAX_LOGIT_SCALE:g}], got {cfg.logit_scale_init}")
+        scale = torch.tensor(math.log(cfg.logit_scale_init))
+        if cfg.learnable_logit_scale:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.text_projection.shape[-1]
+
+    def new_parameters(self) -> list[str]:
+        """Names of parameters that are not CLIP encoder weights (they train at the full lr, spec §8)."""
+        return [n for n, _ in self.named_parameters() if not n.startswith(("clip.", "audio.visual."))]
+
+    def text_token_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, L] -> per-token states [B, L, D]: CLIP's causal text path cut to L positions (spec §2.1)."""
+        clip = self.clip
+        length = tokens.shape[1]
+        x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
+        x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+        return clip.ln_final(x) @ clip.text_projection
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, L] -> unit [B, D] at the EOT position (the highest token id, as open_clip's argmax pool)."""
+        states = self.text_token_states(tokens)
+        eot = tokens.argmax(dim=-1)
+        return F.normalize(states[torch.arange(tokens.shape[0]), eot], dim=-1)
+
+    def encode_frames(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames [B, T, 3, H, W], mask [B, T] -> unit per-frame features [B, T, D], zeros at padding."""
+        valid = mask.bool()
+        out = frames.new_zeros(*mask.shape, self.embed_dim)
+        if valid.any():
+            out[valid] = F.normalize(self.clip.visual(frames[valid]), dim=-1).to(out.dtype)
+        return out
+
+    def encode_segments(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
+        """segments [B, S, 3, 224, 224], mask [B, S], audio_type [B] -> unit [B, S, D], zeros at padding."""
+        valid = mask.bool()
+        out = segments.new_zeros(*mask.shape, self.embed_dim)
+        if valid.any():
+            types = audio_type.unsqueeze(1).expand_as(mask)[valid]
+            out[valid] = F.normalize(self.audio(segments[valid], types), dim=-1).to(out.dtype)
+        return out
+
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean_unit(self.encode_frames(frames, mask), mask)
+
+    def encode_audio(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
+        return masked_mean_unit(self.encode_segments(segments, mask, audio_type), mask)
+
+    @staticmethod
+    def fuse(video: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+        """feat_avg: (v + a) / 2, not re-normalised (spec §2.5); an item without audio is its video alone."""
+        has_audio = audio_mask.bool().any(dim=1, keepdim=True)
+        return torch.where(has_audio, (video + audio) / 2, video)
+
+    def scale(self) -> torch.Tensor:
+        """Similarity scale: exp(logit_scale), at most 100 (open_clip clamps at ln 100 the same way)."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encode what the batch holds: keys tokens / frames+frame_mask / audio+audio_mask(+audio_aug), audio_type.
+
+        Returns unit features text, video, audio, fused, audio_aug (those that apply), audio_mask and scale.
+        """
+        out: dict[str, torch.Tensor] = {"scale": self.scale()}
+        if "tokens" in batch:
+            out["text"] = self.encode_text(batch["tokens"])
+        if "frames" in batch:
+            out["video"] = self.encode_video(batch["frames"], batch["frame_mask"])
+        if "audio" in batch:
+            out["audio"] = self.encode_audio(batch["audio"], batch["audio_mask"], batch["audio_type"])
+            out["audio_mask"] = batch["audio_mask"]
+            if "video" in out:
+                out["fused"] = self.fuse(out["video"], out["audio"], batch["audio_mask"])
+        if "audio_aug" in batch:
+            out["audio_aug"] = self.encode_audio(batch["audio_aug"], batch["audio_mask"], batch["audio_type"])
+        return out
+
+
+def register_configs() -> None:
+    import open_clip
+
+    if "tiny-clip4vla" not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def build_model(cfg: ModelConfig) -> CLIP4VLA:
+    """Build CLIP4VLA from an open_clip config name and weights (tag such as "openai", a local path, or None)."""
+    import open_clip
+
+    register_configs()
+    if cfg.clip_name not in open_clip.list_models():
+        from benchmark.registry import closest
+
+        raise UserError(f"unknown open_clip model '{cfg.clip_name}'{closest(cfg.clip_name, open_clip.list_models())}")
+    pretrained = cfg.pretrained
+    if pretrained and not Path(pretrained).is_file():
+        tags = open_clip.list_pretrained_tags_by_model(cfg.clip_name)
+        if pretrained not in tags:
+            raise UserError(
+                f"model.pretrained '{pretrained}' is neither a file nor an open_clip tag of {cfg.clip_name} "
+                f"(tags: {', '.join(tags) or 'none'})"
+            )
+    try:
+        clip = open_clip.create_model(cfg.clip_name, pretrained=pretrained)
+    except RuntimeError as exc:  # open_clip reports unreachable hubs and bad checkpoints this way
+        raise UserError(f"could not load CLIP weights '{pretrained}' for {cfg.clip_name}: {exc}") from exc
+    if cfg.audio_init == "visual":
+        visual = copy.deepcopy(clip.visual)  # spec §2.3: every audio parameter starts as its vision twin
+    else:
+        visual = open_clip.create_model(cfg.clip_name, pretrained=None).visual  # "without_initial" ablation
+    return CLIP4VLA(clip, AudioTower(visual, cfg), cfg)

@@ -1,0 +1,235 @@
+"""The reproduction path: prepare data, pre-train, fine-tune and evaluate one task, each stage a nested MLflow run.
+
+`clip4vla smoke` runs exactly this on generated data with a tiny model; a real reproduction runs it with real
+data and CLIP weights. Evaluations happen at three points so every report shows the learning signal: the
+initial model (CLIP zero-shot, or chance for random weights), after pre-training, and after fine-tuning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from benchmark.config import RunConfig, flatten, to_dict
+from benchmark.data import CaptionPairs, ClipTensors, PreparedSplit, prepare_split
+from benchmark.errors import UserError
+from benchmark.evaluate import encode, retrieval_metrics
+from benchmark.losses import PretrainLoss, RetrievalLoss
+from benchmark.media.cache import MediaCache, Preprocessing
+from benchmark.media.text import Tokenizer
+from benchmark.model import CLIP4VLA, build_model
+from benchmark.records import RunRecord, fingerprint, git_state, package_versions
+from benchmark.registry import load_tasks
+from benchmark.tracking import TrackedRun, Tracker, default_uri
+from benchmark.train import train
+from reports.run_report import write_run_report
+
+log = logging.getLogger("clip4vla")
+
+
+class Progress:
+    """One line per stage with the time since start (stderr, through logging)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        log.info("[%6.1fs] %s", time.perf_counter() - self.start, text)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        begin = time.perf_counter()
+        self.say(f"{name} ...")
+        yield
+        self.say(f"{name} done in {time.perf_counter() - begin:.1f}s")
+
+
+@dataclass
+class Prepared:
+    """A task split after decoding, with its tokenised captions."""
+
+    task: object
+    split: PreparedSplit
+    split_name: str
+    tokens: torch.Tensor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def candidate_of(modalities: tuple[str, ...]) -> str:
+    """Which clip feature a text is matched to when fine-tuning (spec §6.4)."""
+    if "video" in modalities and "audio" in modalities:
+        return "fused"
+    return "audio" if "audio" in modalities else "video"
+
+
+def check_tasks(cfg: RunConfig) -> None:
+    """Fail early, with the closest name, when the config names an unknown task or corpus."""
+    tasks = load_tasks()
+    for name in [cfg.task, *cfg.pretrain_corpus]:
+        tasks.get(name)
+
+
+class Reproduction:
+    """Holds what all stages share: config, data, model, tracker, parent run."""
+
+    def __init__(self, cfg: RunConfig, out: Path, tracker: Tracker, parent: TrackedRun, progress: Progress) -> None:
+        if not cfg.data.root:
+            raise UserError("data.root is not set: point it at the folder holding the dataset folders")
+        self.cfg, self.out, self.tracker, self.parent, self.progress = cfg, out, tracker, parent, progress
+        check_tasks(cfg)
+        self.tasks = load_tasks()
+        self.task = self.tasks.get(cfg.task)()
+        self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
+        self.prep = Preprocessing(max_frames=cfg.data.max_frames)
+        self.cache = MediaCache(Path(cfg.data.cache or out / "cache"), self.prep)
+        self.tensors = ClipTensors(self.cache, cfg.data)
+        self.device = resolve_device(cfg.device)
+        self.tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
+        self.records: list[RunRecord] = []
+        self.prepared: dict[tuple[str, str], Prepared] = {}
+        self.environment = {
+            **git_state(), "packages": package_versions(), "device": str(self.device), "world_size": 1,
+        }
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def prepare(self, task: object, split: str) -> Prepared:
+        key = (task.spec.name, split)
+        if key in self.prepared:  # e.g. a task's train split that is also the pre-training corpus
+            return self.prepared[key]
+        root = Path(self.cfg.data.root) / task.spec.data_dir
+        clips = task.load(root, split, self.cfg.data.limit)
+        prepared = prepare_split(clips, self.cache, self.cfg.data.missing_audio)
+        captions = [text for _, text in prepared.captions]
+        tokens = self.tokenizer(captions) if captions else torch.zeros(0, self.cfg.data.max_words, dtype=torch.long)
+        c = prepared.counts
+        self.progress.say(
+            f"  {task.spec.name}/{split}: {c['clips_used']} of {c['clips_listed']} clips used, "
+            f"{len(captions)} captions; missing video {c['missing_video']}, missing audio {c['missing_audio']}"
+        )
+        self.prepared[key] = Prepared(task, prepared, split, tokens)
+        return self.prepared[key]
+
+    def protocol_fingerprint(self, prepared: Prepared) -> str:
+        spec = prepared.task.spec
+        return fingerprint({
+            "task": spec.name, "task_version": spec.version, "split": prepared.split_name,
+            "captions_per_item": spec.captions_per_item, "preprocessing": self.prep.fingerprint(),
+            "max_words": self.cfg.data.max_words, "max_audio_segments": self.cfg.data.max_audio_segments,
+            "missing_audio": self.cfg.data.missing_audio, "ties": self.cfg.eval.ties, "protocol": self.cfg.protocol,
+        })
+
+    # -- stages -------------------------------------------------------------------------------------------
+    def run(self) -> list[RunRecord]:
+        torch.manual_seed(self.cfg.seed)
+        with self.progress.stage("prepare data"):
+            train_set = self.prepare(self.task, self.task.spec.train_split)
+            test_set = self.prepare(self.task, self.task.spec.test_split)
+            corpus = [self.prepare(t, t.spec.train_split) for t in self.corpus]
+        with self.progress.stage(f"build model {self.cfg.model.clip_name} (weights: {self.cfg.model.pretrained})"):
+            model = build_model(self.cfg.model).to(self.device)
+        self.evaluate(model, test_set, "initial")
+        if corpus and self.cfg.pretrain.max_steps != 0:
+            self.pretrain(model, corpus)
+            self.evaluate(model, test_set, "pretrained")
+        if self.cfg.finetune.max_steps != 0:
+            self.finetune(model, train_set)
+            self.evaluate(model, test_set, "finetuned")
+        return self.records
+
+    def pretrain(self, model: CLIP4VLA, corpus: list[Prepared]) -> None:
+        pairs = ConcatDataset([
+            CaptionPairs(p.split, self.tensors, p.tokens, augment=self.cfg.loss.intra_modal, seed=self.cfg.seed)
+            for p in corpus
+        ])
+        mode = model.audio.mode
+        if mode != "off":
+            model.audio.mode = "index"  # pre-training picks the row by corpus: 0 verbal, 1 non-verbal (spec §2.3)
+        try:
+            self.train_stage("pretrain", model, pairs, PretrainLoss(self.cfg.loss), self.cfg.pretrain,
+                             task="+".join(p.task.spec.name for p in corpus))
+        finally:
+            model.audio.mode = mode
+
+    def finetune(self, model: CLIP4VLA, data: Prepared) -> None:
+        pairs = CaptionPairs(data.split, self.tensors, data.tokens, augment=False, seed=self.cfg.seed)
+        loss = RetrievalLoss(self.cfg.loss, candidate_of(data.task.spec.modalities))
+        self.train_stage(f"finetune/{data.task.spec.name}", model, pairs, loss, self.cfg.finetune,
+                         task=data.task.spec.name)
+
+    def train_stage(self, name: str, model: CLIP4VLA, pairs, loss, train_cfg, task: str) -> None:
+        stage = name.split("/")[0]
+        tags = {"stage": stage, "task": task, "protocol": self.cfg.protocol, "seed": self.cfg.seed,
+                "precision": train_cfg.precision, "global_batch": train_cfg.batch_size, **self._env_tags()}
+        with self.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), \
+                self.tracker.run(name, self.parent, tags) as run:
+            run.log_params(flatten(to_dict(self.cfg)))
+
+            def log_step(metrics: dict[str, float], step: int) -> None:
+                run.log_metrics(metrics, step)
+                self.progress.say(f"  {name} step {step}: loss {metrics['train/loss']:.3f}")
+
+            begin = time.perf_counter()
+            summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, self.cfg.data.workers)
+            run.log_metrics({k: v for k, v in summary.items()})
+            self.records.append(RunRecord(
+                name=name, stage=stage, task=task, task_version="", split="train", metrics=summary,
+                main_score=None, counts={"pairs": len(pairs)}, protocol=self.cfg.protocol, protocol_fingerprint="",
+                seed=self.cfg.seed, config=to_dict(self.cfg), environment=self.environment,
+                wall_seconds=time.perf_counter() - begin,
+            ))
+
+    def evaluate(self, model: CLIP4VLA, data: Prepared, label: str) -> None:
+        spec = data.task.spec
+        name = f"evaluate/{label}"
+        tags = {"stage": "evaluate", "task": spec.name, "task_version": spec.version, "protocol": self.cfg.protocol,
+                "seed": self.cfg.seed, "protocol_fingerprint": self.protocol_fingerprint(data), **self._env_tags()}
+        with self.progress.stage(f"{name} on {spec.name}/{data.split_name}"), \
+                self.tracker.run(name, self.parent, tags) as run:
+            begin = time.perf_counter()
+            encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
+                             self.cfg.data.workers)
+            metrics = retrieval_metrics(encoded, spec.directions, self.cfg.eval.ties)
+            run.log_metrics(metrics)
+            record = RunRecord(
+                name=name, stage="evaluate", task=spec.name, task_version=spec.version, split=data.split_name,
+                metrics=metrics, main_score=spec.main_score, counts=data.split.counts, protocol=self.cfg.protocol,
+                protocol_fingerprint=self.protocol_fingerprint(data), seed=self.cfg.seed, config=to_dict(self.cfg),
+                environment=self.environment, wall_seconds=time.perf_counter() - begin,
+                extra={"label": label, "chance_R1": 100.0 / max(len(data.split.clips), 1)},
+            )
+            path = record.save(self.out / "runs" / label / "results.json")
+            run.log_artifact(path)
+            self.records.append(record)
+            self.progress.say(f"  {label}: " + ", ".join(
+                f"{d}/R1 {metrics[f'{d}/R1']:.1f}" for d in spec.directions))
+
+    def _env_tags(self) -> dict[str, object]:
+        env = self.environment
+        return {"git_sha": env["git_sha"], "git_dirty": env["git_dirty"], "device": env["device"],
+                "world_size": env["world_size"], "torch": env["packages"]["torch"],
+                "open_clip": env["packages"]["open_clip_torch"]}
+
+
+def reproduce(cfg: RunConfig, out: Path, suite: str, progress: Progress) -> Path:
+    """Run the whole path under one parent MLflow run and write out/report.md; returns the report path."""
+    with progress.stage("open the MLflow store"):
+        tracker = Tracker(default_uri(out, cfg.tracking.uri), cfg.tracking.experiment, out / "mlartifacts")
+    with tracker.run(suite, tags={"suite": suite, "protocol": cfg.protocol}) as parent:
+        records = Reproduction(cfg, out, tracker, parent, progress).run()
+        report = write_run_report(records, out / "report.md", f"clip4vla {suite} report")
+        parent.log_artifact(report)
+    progress.say(f"report: {report}")
+    progress.say(f"MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+    return report

@@ -1,0 +1,196 @@
+"""Tiny, learnable datasets written in the real on-disk formats (spec/datasets.md), for smoke runs and tests.
+
+Every clip is a short real mp4 (H.264 + AAC through PyAV). What is seen (background colour, where a black
+square sits) and what is heard (hum, whistle, beeping, static) are drawn per clip and named in its captions,
+so a tiny model trained for a few seconds retrieves far above chance. The files carry the formats' quirks
+and planted defects (clips without an audio track, a truncated file, a listed but missing file), so the
+loaders under test are the loaders users run. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+FPS = 8
+FRAME_W, FRAME_H = 64, 48
+
+COLOURS = {
+    "red": (210, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 70, 210),
+    "yellow": (230, 210, 40),
+    "purple": (130, 50, 170),
+    "white": (235, 235, 235),
+}
+POSITIONS = ("left", "right", "top", "bottom")
+SOUNDS = ("a low hum", "a high whistle", "a beeping sound", "static noise")
+
+
+@dataclass(frozen=True)
+class Content:
+    """What one generated clip shows and plays."""
+
+    colour: str
+    position: str
+    sound: str
+    seconds: float
+
+    def captions(self, rng: random.Random, count: int) -> list[str]:
+        """`count` distinct paraphrases naming colour, position and sound."""
+        seen = [
+            f"a {self.colour} screen with a black square on the {self.position}",
+            f"a black square at the {self.position} of a {self.colour} background",
+            f"{self.colour} background and a dark square to the {self.position}",
+            f"the picture is {self.colour} with a square on its {self.position} side",
+        ]
+        heard = [f"while {self.sound} plays", f"with {self.sound}", f"and you can hear {self.sound}",
+                 f"as {self.sound} goes on"]
+        pairs = [f"{s} {h}" for s in seen for h in heard] + [f"{self.sound} over a {self.colour} screen",
+                                                              f"{self.sound} and a {self.colour} picture",
+                                                              f"you hear {self.sound} and see {self.colour}",
+                                                              f"{self.colour} video, {self.sound}"]
+        rng.shuffle(pairs)
+        return pairs[:count]
+
+
+def draw_content(rng: random.Random, min_seconds: float = 2.0, max_seconds: float = 4.0) -> Content:
+    return Content(rng.choice(list(COLOURS)), rng.choice(POSITIONS), rng.choice(SOUNDS),
+                   round(rng.uniform(min_seconds, max_seconds), 2))
+
+
+def render_frames(content: Content, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [T, H, W, 3] at FPS: flat colour, a black square at the named position, a little pixel noise."""
+    n = max(int(content.seconds * FPS), 1)
+    base = np.empty((FRAME_H, FRAME_W, 3), dtype=np.float32)
+    base[:] = COLOURS[content.colour]
+    side = FRAME_H // 3
+    top = {"top": 2, "bottom": FRAME_H - side - 2}.get(content.position, (FRAME_H - side) // 2)
+    left = {"left": 2, "right": FRAME_W - side - 2}.get(content.position, (FRAME_W - side) // 2)
+    base[top : top + side, left : left + side] = 0
+    noise = rng.normal(0, 6, size=(n, FRAME_H, FRAME_W, 3))
+    return np.clip(base[None] + noise, 0, 255).astype(np.uint8)
+
+
+def render_audio(content: Content, rng: np.random.Generator) -> np.ndarray:
+    """float32 [2, N] at 16 kHz for the named sound; the right channel is a slightly quieter copy."""
+    t = np.arange(int(content.seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    jitter = rng.uniform(0.95, 1.05)
+    if content.sound == "a low hum":
+        wave = sum(np.sin(2 * np.pi * 150 * k * jitter * t) / k for k in (1, 2, 3))
+    elif content.sound == "a high whistle":
+        wave = np.sin(2 * np.pi * 3000 * jitter * t)
+    elif content.sound == "a beeping sound":
+        wave = np.sin(2 * np.pi * 1000 * jitter * t) * (np.sin(2 * np.pi * 4 * t) > 0)
+    else:
+        wave = rng.normal(0, 0.5, size=t.shape)
+    wave = 0.3 * wave / max(np.abs(wave).max(), 1e-6)
+    wave = wave + rng.normal(0, 0.003, size=t.shape)
+    return np.stack([wave, 0.8 * wave]).astype(np.float32)
+
+
+def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: int = FPS,
+              rate: int = SAMPLE_RATE) -> None:
+    """Write H.264 video (+ AAC stereo audio when given) with PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        video.options = {"preset": "ultrafast", "crf": "18"}
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("aac", rate=rate)
+            sound.layout = "stereo"
+            sound.options = {"aac_coder": "fast"}  # FFmpeg's default two-loop coder is 2x slower
+        for image in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode(None))
+        if sound is not None:
+            chunk = 1024  # the AAC frame size
+            for start in range(0, audio.shape[1], chunk):
+                block = np.ascontiguousarray(audio[:, start : start + chunk])
+                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = rate, start
+                container.mux(sound.encode(frame))
+            container.mux(sound.encode(None))
+
+
+def truncate(path: Path) -> None:
+    """Plant a corrupt file: keep the first 30% of the bytes."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.3)])
+
+
+SCALES = {"tiny": 160, "small": 600}
+
+
+def write_msrvtt(root: Path, seed: int = 0, n_videos: int = 160, test_size: int | None = None) -> dict:
+    """MSR-VTT as the CLIP4Clip release ships it: MSRVTT_data.json, train 9k/7k csvs, the 1k-A test csv, mp4s.
+
+    Official captioning split by index (65% train, 5% validate, 30% test); 1k-A = `test_size` clips of the
+    official test part; 9k = every other clip; 7k = official train + validate. Planted: ~3% of clips without
+    an audio track (in train and test), one truncated mp4 in train, one listed but missing mp4 in test.
+    Returns what was planted, for tests.
+    """
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    root = Path(root)
+    ids = [f"video{i}" for i in range(n_videos)]
+    n_train, n_val = int(n_videos * 0.65), int(n_videos * 0.05)
+    official = ["train"] * n_train + ["validate"] * n_val + ["test"] * (n_videos - n_train - n_val)
+    test_pool = ids[n_train + n_val :]
+    test_size = min(test_size or n_videos // 4, len(test_pool))
+    test_ids = sorted(rng.sample(test_pool, test_size), key=lambda v: int(v[5:]))
+    train_9k = [v for v in ids if v not in set(test_ids)]
+    train_7k = ids[: n_train + n_val]
+
+    no_audio = set(rng.sample(train_9k, max(n_videos * 3 // 100 - 1, 1)) + rng.sample(test_ids, 1))
+    truncated = rng.choice([v for v in train_9k if v not in no_audio])
+    missing = rng.choice([v for v in test_ids if v not in no_audio])
+
+    videos, sentences, contents, test_captions = [], [], {}, {}
+    for index, video_id in enumerate(ids):
+        content = draw_content(rng)
+        contents[video_id] = content
+        captions = content.captions(rng, 20)
+        videos.append({"category": rng.randrange(20), "url": f"https://www.youtube.com/watch?v=synthetic{index}",
+                       "video_id": video_id, "start time": 0.0, "end time": content.seconds,
+                       "split": official[index], "id": index})
+        sentences += [{"caption": c, "video_id": video_id} for c in captions]
+        test_captions[video_id] = rng.choice(captions)
+        if video_id != missing:
+            audio = None if video_id in no_audio else render_audio(content, nrng)
+            write_mp4(root / "videos" / f"{video_id}.mp4", render_frames(content, nrng), audio)
+    truncate(root / "videos" / f"{truncated}.mp4")
+    rng.shuffle(sentences)  # caption rows of one clip are not contiguous
+    for sen_id, row in enumerate(sentences):
+        row["sen_id"] = sen_id
+    data = {"info": {"year": 2016, "version": "synthetic", "description": "generated by clip4vla synth"},
+            "videos": videos, "sentences": sentences}
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    _write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [[v] for v in train_9k])
+    _write_csv(root / "MSRVTT_train.7k.csv", ["video_id"], [[v] for v in train_7k])
+    _write_csv(root / "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
+               [[f"ret{i}", f"msr{v[5:]}", v, test_captions[v]] for i, v in enumerate(test_ids)])
+    return {"no_audio": sorted(no_audio), "truncated": [truncated], "missing": [missing],
+            "test_ids": test_ids, "train_9k": train_9k}
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def synthesize(out: Path, seed: int = 0, scale: str = "tiny") -> dict[str, dict]:
+    """Write every generated dataset under `out/<dataset>/`; returns what was planted per dataset."""
+    return {"msrvtt": write_msrvtt(Path(out) / "msrvtt", seed=seed, n_videos=SCALES[scale])}

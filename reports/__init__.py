@@ -1,0 +1,1 @@
+"""Report builders: run records and tracking data -> Markdown tables."""

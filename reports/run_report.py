@@ -1,0 +1,67 @@
+"""report.md for one reproduction run: retrieval metrics at each evaluation point, training summaries, and what
+was measured (split, counts, fingerprint, environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.metrics import RECALL_AT
+from benchmark.records import RunRecord
+
+METRIC_COLUMNS = [f"R{k}" for k in RECALL_AT] + ["MdR", "MnR"]
+HEADERS = {f"R{k}": f"R@{k}" for k in RECALL_AT}  # MLflow keys cannot hold "@"; headers can
+
+
+def retrieval_table(records: list[RunRecord]) -> pd.DataFrame:
+    """Long frame of evaluation records -> rows (point, direction), columns R@1 ... MnR."""
+    rows = []
+    for record in records:
+        for key, value in record.metrics.items():
+            direction, metric = key.split("/")
+            rows.append({"point": record.extra["label"], "direction": direction, "metric": metric, "value": value})
+    frame = pd.DataFrame(rows)
+    order = list(dict.fromkeys(r.extra["label"] for r in records))
+    table = frame.pivot_table(index=["point", "direction"], columns="metric", values="value", sort=False)
+    table = table.reindex(columns=METRIC_COLUMNS).rename(columns=HEADERS)
+    return table.reindex(order, level="point")
+
+
+def write_run_report(records: list[RunRecord], path: Path, title: str) -> Path:
+    evaluations = [r for r in records if r.stage == "evaluate"]
+    trainings = [r for r in records if r.stage != "evaluate"]
+    lines = [f"# {title}", ""]
+    if evaluations:
+        first = evaluations[-1]
+        lines += [
+            f"Task **{first.task}** v{first.task_version}, split `{first.split}`, protocol `{first.protocol}`, "
+            f"seed {first.seed}. Chance R@1 = {first.extra['chance_R1']:.2f}%.",
+            "",
+            "## Retrieval",
+            "",
+            "R@K in %, MdR/MnR are ranks (lower is better). `initial` is the model before any training (CLIP "
+            "zero-shot, or chance for random weights), `pretrained` after pre-training, `finetuned` after "
+            "fine-tuning.",
+            "",
+            retrieval_table(evaluations).round(2).reset_index().to_markdown(index=False),
+            "",
+            f"Protocol fingerprint `{first.protocol_fingerprint}`; items: "
+            + ", ".join(f"{k} {v}" for k, v in first.counts.items()) + ".",
+            "",
+        ]
+    if trainings:
+        lines += ["## Training", "", "| stage | pairs | steps | final loss terms | seconds | samples/s |",
+                  "|---|---|---|---|---|---|"]
+        for r in trainings:
+            terms = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in r.metrics.items() if k.startswith("final/"))
+            lines.append(f"| {r.name} | {r.counts['pairs']} | {r.metrics['steps']} | {terms} | "
+                         f"{r.metrics['seconds']:.1f} | {r.metrics['samples_per_second']:.1f} |")
+        lines.append("")
+    if records:
+        env = records[0].environment
+        packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+        lines += ["## Environment", "", f"git {env['git_sha']} (dirty: {env['git_dirty']}), device {env['device']}, "
+                  f"world size {env['world_size']}; {packages}.", ""]
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,94 @@
+"""What a task is (typed metadata + a loader), and the annotation readers every loader shares.
+
+A task only reads annotation files and names media paths; decoding, models and metrics live in `benchmark/`.
+Readers raise one-line UserErrors that name the file and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from benchmark.errors import UserError
+from benchmark.items import Clip
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Typed task metadata (mteb's TaskMetadata cut to what this suite needs)."""
+
+    name: str
+    version: str  # bump when the split, preprocessing or metric changes
+    dataset: str
+    data_dir: str  # the dataset's folder under `data.root` (what `clip4vla synth` writes)
+    kind: Literal["retrieval", "caption", "corpus"]
+    splits: tuple[str, ...]
+    train_split: str
+    test_split: str
+    modalities: tuple[str, ...]  # subset of text, video, audio
+    directions: tuple[str, ...]  # retrieval directions scored, e.g. t2v v2t t2va va2t
+    captions_per_item: int  # captions per test clip
+    main_score: str  # a key the task's evaluation produces
+    reference: str
+
+
+class Task:
+    """A dataset's loader. Subclasses set `spec` and implement `_load(root, split)`."""
+
+    spec: ClassVar[TaskSpec]
+
+    def load(self, root: Path, split: str, limit: int | None = None) -> list[Clip]:
+        """Clips of `split` under `root` with captions grouped by clip id; `limit` keeps the first N."""
+        if split not in self.spec.splits:
+            raise UserError(f"task {self.spec.name} has no split '{split}' (splits: {', '.join(self.spec.splits)})")
+        root = Path(root)
+        if not root.is_dir():
+            raise UserError(f"dataset root not found: {root}")
+        clips = self._load(root, split)
+        return clips[:limit] if limit else clips
+
+    def _load(self, root: Path, split: str) -> list[Clip]:
+        raise NotImplementedError
+
+
+def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a CSV with a header; quoted fields may hold commas. Checks that `required` columns exist."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise UserError(f"{path}: missing column '{missing[0]}' (found: {', '.join(header) or 'no header'})")
+            rows = list(reader)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable CSV: {exc}") from exc
+    for number, row in enumerate(rows, start=2):
+        for column in required:
+            if not (row.get(column) or "").strip():
+                raise UserError(f"{path}: line {number}: empty '{column}'")
+    return rows
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+def unique_ids(ids: list[str], path: Path) -> list[str]:
+    """`ids` unchanged, or a UserError naming the first duplicate."""
+    seen: set[str] = set()
+    for clip_id in ids:
+        if clip_id in seen:
+            raise UserError(f"{path}: duplicate id '{clip_id}'")
+        seen.add(clip_id)
+    return ids

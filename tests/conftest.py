@@ -1,0 +1,19 @@
+"""Shared fixtures: no network, generated data, tiny models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a hub from a test (open_clip stalls ~46 s on retries)
+
+
+@pytest.fixture(scope="session")
+def msrvtt_small(tmp_path_factory):
+    """A 24-clip generated MSR-VTT (with its planted defects), written once per session."""
+    from benchmark.synthetic import write_msrvtt
+
+    root = tmp_path_factory.mktemp("msrvtt")
+    planted = write_msrvtt(root, seed=1, n_videos=24, test_size=6)
+    return root, planted

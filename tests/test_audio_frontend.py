@@ -1,0 +1,77 @@
+"""The torchaudio front-end against features computed by the authors' own front-end (librosa 0.9.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from benchmark.media import audio
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audio"
+NAMES = ["mono16k_0p5s", "stereo16k_10s"]
+
+
+def _fixture(name):
+    path = FIXTURES / f"{name}.npz"
+    if not path.exists():
+        pytest.skip(f"reference fixture {path} is not next to the repository")
+    data = np.load(path)
+    wave = data["wav_pcm16"].astype(np.float64) / 32768
+    wave = wave[None] if wave.ndim == 1 else wave.T
+    return data, wave, int(data["wav_rate"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_log_mel_matches_the_authors_front_end(name):
+    data, wave, rate = _fixture(name)
+    logmel = audio.log_mel(audio.lmr_channels(wave, rate))
+    reference = torch.from_numpy(data["logmel"])
+    assert logmel.shape == reference.shape
+    assert (logmel - reference).abs().max() < 0.01  # dB
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("max_segments", [6, 4])
+def test_segments_selection_and_masks_match(name, max_segments):
+    data, wave, rate = _fixture(name)
+    segments, mask = audio.segments(audio.log_mel(audio.lmr_channels(wave, rate)), max_segments)
+    assert mask.tolist() == data[f"audio_mask_L{max_segments}"].tolist()
+    selected = torch.from_numpy(data["segments_all"][data[f"sel_L{max_segments}"]].astype(np.float32))
+    n = int(mask.sum())
+    torch.testing.assert_close(segments[:n], selected, atol=2e-3, rtol=1e-3)  # reference stored as float16
+    assert segments[n:].abs().sum() == 0
+
+
+def test_spec_augment_masks_about_the_documented_share():
+    data, wave, rate = _fixture("stereo16k_10s")
+    logmel = audio.log_mel(audio.lmr_channels(wave, rate))
+    augmented = audio.spec_augment(logmel, torch.Generator().manual_seed(0))
+    frames_masked = (augmented == 0).all(dim=2).all(dim=0).float().mean().item()
+    bins_masked = (augmented == 0).all(dim=1).all(dim=0).float().mean().item()
+    reference_frames = data["specaug_time_masked"].mean()
+    assert abs(frames_masked - reference_frames) < 0.1  # ~half the frames of a 10 s clip (spec §3)
+    assert 0.1 < bins_masked < 0.35  # ~20% of the mel bins
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_any_rate_and_channel_count_gives_16k_frames(tmp_path, rate, channels):
+    seconds = 1.5
+    t = np.arange(int(seconds * rate)) / rate
+    wave = np.stack([np.sin(2 * np.pi * 440 * t)] * channels, axis=1) * 0.3
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, wave, rate)
+    logmel = audio.file_log_mel(path)
+    assert logmel.shape == (3, 1 + int(seconds * 16000) // 128, 224)
+    assert torch.isfinite(logmel).all() and logmel.std() > 1  # stereo above 16 kHz is resampled, not silenced
+
+
+def test_long_mono_input_keeps_the_centred_60_seconds():
+    rate = 16000
+    wave = np.zeros((1, 65 * rate))
+    logmel = audio.log_mel(audio.lmr_channels(wave, rate))
+    assert logmel.shape[1] == 1 + 60 * rate // 128

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from benchmark.cli import build_parser, main
+
+
+def test_help_lists_the_verbs(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for verb in ("tasks", "synth", "smoke", "run"):
+        assert verb in text
+
+
+def test_tasks_lists_registered_tasks(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "msrvtt_retrieval  v1.0  MSR-VTT retrieval" in out
+    assert "main score: t2va/R1" in out
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=msrvt_retrieval"], "unknown task 'msrvt_retrieval'; did you mean 'msrvtt_retrieval'?"),
+        (["finetune.max_step=3"], "unknown config key 'finetune.max_step'; did you mean 'finetune.max_steps'?"),
+    ],
+)
+def test_smoke_rejects_bad_input_before_any_work(tmp_path, capsys, overrides, message):
+    out = tmp_path / "out"
+    assert main(["smoke", "--out", str(out), *overrides]) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith("clip4vla: error: ") and message in line
+    assert not (out / "data").exists()  # failed before generating anything
+
+
+def test_smoke_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["smoke", "--out", str(tmp_path)]) == 2
+    assert "is not a previous smoke output" in _one_line_error(capsys)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_run_with_a_missing_config_is_one_line(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "config file not found" in _one_line_error(capsys)
+
+
+def test_parser_has_no_hidden_verbs():
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert sorted(choices) == ["run", "smoke", "synth", "tasks"]

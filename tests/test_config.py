@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from benchmark.config import PROTOCOL_DEFAULTS, RunConfig, load_config, parse_override, read_yaml
+from benchmark.errors import UserError
+
+
+def test_defaults_resolve_every_protocol_switch():
+    for protocol, switches in PROTOCOL_DEFAULTS.items():
+        cfg = load_config({"protocol": protocol})
+        for dotted, value in switches.items():
+            section, name = dotted.split(".")
+            assert getattr(getattr(cfg, section), name) == value
+
+
+def test_dotted_overrides_are_typed_and_merge_onto_yaml():
+    cfg = load_config({"finetune": {"lr": 1e-4, "epochs": 3}}, ["finetune.lr=1e-5", "model.pretrained=null",
+                                                                 "data.missing_audio=drop", "pretrain_corpus=[a, b]"])
+    assert cfg.finetune.lr == 1e-5 and isinstance(cfg.finetune.lr, float)
+    assert cfg.finetune.epochs == 3  # untouched YAML value survives the override of a sibling
+    assert cfg.finetune.batch_size == RunConfig().finetune.batch_size
+    assert cfg.model.pretrained is None
+    assert cfg.data.missing_audio == "drop"
+    assert cfg.pretrain_corpus == ["a", "b"]
+
+
+def test_explicit_value_beats_protocol_default():
+    cfg = load_config({"protocol": "released-code"}, ["loss.symmetric_finetune=true"])
+    assert cfg.loss.symmetric_finetune is True
+    assert cfg.loss.released_terms is True
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("finetune.lrr=1", "unknown config key 'finetune.lrr'; did you mean 'finetune.lr'?"),
+        ("modle.clip_name=x", "unknown config key 'modle'; did you mean 'model'?"),
+        ("finetune.epochs=1.5", "config key 'finetune.epochs' must be an integer"),
+        ("data.missing_audio=skip", "config key 'data.missing_audio' must be one of ['zero', 'drop', 'miss']"),
+        ("protocol=papr", "config key 'protocol' must be one of"),
+        ("loss.intra_modal=maybe", "config key 'loss.intra_modal' must be true or false"),
+        ("finetune", "override 'finetune' must look like key.sub=value"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(override, message):
+    with pytest.raises(UserError) as err:
+        load_config({}, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(UserError, match="invalid YAML"):
+        read_yaml(bad)
+    with pytest.raises(UserError, match="config file not found"):
+        read_yaml(tmp_path / "absent.yaml")
+
+
+def test_parse_override_reads_yaml_scalars():
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    assert parse_override("a=true") == {"a": True}
+
+
+def test_yaml_off_means_the_off_mode():
+    assert load_config({"model": {"type_token": False}}).model.type_token == "off"  # `type_token: off` in YAML
+    assert load_config({}, ["model.type_token=off"]).model.type_token == "off"

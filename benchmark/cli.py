@@ -57,6 +57,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perf(args: argparse.Namespace) -> int:
+    """Print a benchmark table (results are recorded in README's performance section)."""
+    from benchmark.perf import CASES, perf_model
+
+    cases = args.models.split(",")
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise UserError(f"unknown perf model '{unknown[0]}' (known: {', '.join(CASES)})")
+    perf_model(cases, args.iters)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clip4vla", description="CLIP4VLA reproducibility suite (AAAI 2023): audio in CLIP, retrieval.")
@@ -83,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (cache, MLflow store, results, report)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
     p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU)")
+    p.add_argument("what", choices=("model",))
+    p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
+    p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")
+    p.set_defaults(func=cmd_perf)
     return parser
 
 

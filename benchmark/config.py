@@ -33,7 +33,10 @@ class ModelConfig:
     type_pos_init_std: float | None = None  # std of the new TYPE positional row (protocol)
     learnable_logit_scale: bool | None = None  # learnable (paper) or fixed (released-code), capped at 100
     logit_scale_init: float = 100.0  # similarity scale at the start (spec §2.4); random weights learn faster lower
-    fusion: Literal["feat_avg"] = "feat_avg"  # candidate = (v + a) / 2 (spec §2.5)
+    fusion: Literal["feat_avg", "loose_seq"] = "feat_avg"  # (v + a) / 2, optionally after the cross transformer
+    cross_layers: int = 4  # cross transformer depth, initialised from CLIP text layers 0.. (spec §2.6)
+    decoder: bool = False  # build the caption decoder (cross transformer + tied LM head, spec §2.7)
+    supervise_pad: bool | None = None  # caption CE also on padding targets, as the authors' code (protocol)
 
 
 @dataclass
@@ -108,12 +111,14 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "model.learnable_logit_scale": True,
         "loss.released_terms": False,
         "loss.symmetric_finetune": True,
+        "model.supervise_pad": False,  # spec §6.4 [R]: ignore pads
     },
     "released-code": {
         "model.type_pos_init_std": 1.0,  # spec §12 item 12: std-1 noise, as the authors' code
         "model.learnable_logit_scale": False,  # spec §2.4: fixed 100
         "loss.released_terms": True,  # spec §6.3: tav_nce + with_self_supervised
         "loss.symmetric_finetune": False,  # spec §12 item 9
+        "model.supervise_pad": True,  # spec §12 item 13: ignore_index -1 never matches PAD
     },
 }
 

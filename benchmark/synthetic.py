@@ -70,7 +70,7 @@ def render_frames(content: Content, rng: np.random.Generator) -> np.ndarray:
     n = max(int(content.seconds * FPS), 1)
     base = np.empty((FRAME_H, FRAME_W, 3), dtype=np.float32)
     base[:] = COLOURS[content.colour]
-    side = FRAME_H // 3
+    side = FRAME_H // 2  # large enough to survive the resize and centre crop to 224
     top = {"top": 2, "bottom": FRAME_H - side - 2}.get(content.position, (FRAME_H - side) // 2)
     left = {"left": 2, "right": FRAME_W - side - 2}.get(content.position, (FRAME_W - side) // 2)
     base[top : top + side, left : left + side] = 0

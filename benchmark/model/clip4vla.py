@@ -18,6 +18,8 @@ from torch import nn
 
 from benchmark.config import ModelConfig
 from benchmark.errors import UserError
+from benchmark.model.cross import AUDIO, VIDEO, CrossTransformer
+from benchmark.model.decoder import LMHead
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_LOGIT_SCALE = 100.0  # spec §2.4: similarities are 100 x cosine
@@ -73,10 +75,13 @@ class AudioTower(nn.Module):
         return x @ v.proj
 
 
-def masked_mean_unit(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, K, D] unit features, [B, K] mask -> unit [B, D] (zero when nothing is valid) (spec §2.2, §2.3)."""
+def pool(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """meanP (spec §2.2, §2.3): [B, K, D] features, [B, K] mask -> normalise each, masked mean, normalise.
+
+    The result is unit-norm, or zero when nothing is valid.
+    """
     mask = mask.to(features.dtype).unsqueeze(-1)
-    pooled = (features * mask).sum(1) / (mask.sum(1) + 1e-10)
+    pooled = (F.normalize(features, dim=-1) * mask).sum(1) / (mask.sum(1) + 1e-10)
     return F.normalize(pooled, dim=-1)
 
 
@@ -88,6 +93,10 @@ class CLIP4VLA(nn.Module):
         self.clip = clip
         self.audio = audio
         self.cfg = cfg
+        # Built only when used (the authors always build it, untrained, spec §12 item 21c).
+        self.cross = CrossTransformer(clip, cfg.cross_layers) if cfg.fusion == "loose_seq" or cfg.decoder else None
+        width, vocab = clip.token_embedding.weight.shape[1], clip.token_embedding.weight.shape[0]
+        self.lm_head = LMHead(width, vocab) if cfg.decoder else None
         # CLIP's own logit_scale is never used (spec §2.4); freezing it keeps DDP from waiting on its gradient.
         self.clip.logit_scale.requires_grad_(False)
         if not 0 < cfg.logit_scale_init <= MAX_LOGIT_SCALE:
@@ -121,27 +130,36 @@ class CLIP4VLA(nn.Module):
         return F.normalize(states[torch.arange(tokens.shape[0]), eot], dim=-1)
 
     def encode_frames(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """frames [B, T, 3, H, W], mask [B, T] -> unit per-frame features [B, T, D], zeros at padding."""
+        """frames [B, T, 3, H, W], mask [B, T] -> per-frame features [B, T, D], zeros at padding."""
         valid = mask.bool()
         out = frames.new_zeros(*mask.shape, self.embed_dim)
         if valid.any():
-            out[valid] = F.normalize(self.clip.visual(frames[valid]), dim=-1).to(out.dtype)
+            out[valid] = self.clip.visual(frames[valid]).to(out.dtype)
         return out
 
     def encode_segments(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
-        """segments [B, S, 3, 224, 224], mask [B, S], audio_type [B] -> unit [B, S, D], zeros at padding."""
+        """segments [B, S, 3, 224, 224], mask [B, S], audio_type [B] -> [B, S, D], zeros at padding."""
         valid = mask.bool()
         out = segments.new_zeros(*mask.shape, self.embed_dim)
         if valid.any():
             types = audio_type.unsqueeze(1).expand_as(mask)[valid]
-            out[valid] = F.normalize(self.audio(segments[valid], types), dim=-1).to(out.dtype)
+            out[valid] = self.audio(segments[valid], types).to(out.dtype)
         return out
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return masked_mean_unit(self.encode_frames(frames, mask), mask)
+        return pool(self.encode_frames(frames, mask), mask)
 
     def encode_audio(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
-        return masked_mean_unit(self.encode_segments(segments, mask, audio_type), mask)
+        return pool(self.encode_segments(segments, mask, audio_type), mask)
+
+    def loose_seq(self, frames: torch.Tensor, frame_mask: torch.Tensor, segments: torch.Tensor,
+                  audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`loose_seq` (spec §2.5): the cross transformer over [frames; segments] (types 1/2, positions 0..,
+        key-padding mask), split back into frame and segment tokens; no text is involved."""
+        n_frames = frames.shape[1]
+        types = torch.tensor([VIDEO] * n_frames + [AUDIO] * segments.shape[1], device=frames.device)
+        out = self.cross(torch.cat([frames, segments], dim=1), types, torch.cat([frame_mask, audio_mask], dim=1))
+        return out[:, :n_frames], out[:, n_frames:]
 
     @staticmethod
     def fuse(video: torch.Tensor, audio: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
@@ -161,14 +179,21 @@ class CLIP4VLA(nn.Module):
         out: dict[str, torch.Tensor] = {"scale": self.scale()}
         if "tokens" in batch:
             out["text"] = self.encode_text(batch["tokens"])
+        frames = segments = None
         if "frames" in batch:
-            out["video"] = self.encode_video(batch["frames"], batch["frame_mask"])
+            frames = self.encode_frames(batch["frames"], batch["frame_mask"])
         if "audio" in batch:
-            out["audio"] = self.encode_audio(batch["audio"], batch["audio_mask"], batch["audio_type"])
+            segments = self.encode_segments(batch["audio"], batch["audio_mask"], batch["audio_type"])
             out["audio_mask"] = batch["audio_mask"]
-            if "video" in out:
-                out["fused"] = self.fuse(out["video"], out["audio"], batch["audio_mask"])
-        if "audio_aug" in batch:
+        if frames is not None and segments is not None and self.cfg.fusion == "loose_seq":
+            frames, segments = self.loose_seq(frames, batch["frame_mask"], segments, batch["audio_mask"])
+        if frames is not None:
+            out["video"] = pool(frames, batch["frame_mask"])
+        if segments is not None:
+            out["audio"] = pool(segments, batch["audio_mask"])
+        if frames is not None and segments is not None:
+            out["fused"] = self.fuse(out["video"], out["audio"], batch["audio_mask"])
+        if "audio_aug" in batch:  # the intra-modal view never goes through fusion (pre-training, spec §6.2)
             out["audio_aug"] = self.encode_audio(batch["audio_aug"], batch["audio_mask"], batch["audio_type"])
         return out
 

@@ -1,0 +1,92 @@
+"""`clip4vla perf model`: forward+backward time per sample and peak memory of a fine-tune step (CPU).
+
+Each (model, attention) case runs in its own process so that its peak resident memory is its own. Inputs are
+MSR-VTT-like: batch 4, max 12 frames and 16 audio segments, with real lengths shorter than that so padding
+exists (10/12/11/8 frames, 16/9/12/6 segments); the loss is the retrieval fine-tuning loss on t->(v+a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+CASES = {"tiny": "tiny-clip4vla", "vit-b-32": "ViT-B-32-quickgelu"}
+FRAMES, SEGMENTS = (10, 12, 11, 8), (16, 9, 12, 6)
+
+
+def _batch(max_frames: int = 12, max_segments: int = 16) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    n = len(FRAMES)
+    frame_mask = (torch.arange(max_frames)[None] < torch.tensor(FRAMES)[:, None]).float()
+    audio_mask = (torch.arange(max_segments)[None] < torch.tensor(SEGMENTS)[:, None]).float()
+    return {
+        "tokens": torch.randint(1, 49000, (n, 32)).index_fill_(1, torch.tensor([31]), 49407),
+        "frames": torch.randn(n, max_frames, 3, 224, 224), "frame_mask": frame_mask,
+        "audio": torch.randn(n, max_segments, 3, 224, 224), "audio_mask": audio_mask,
+        "audio_type": torch.ones(n, dtype=torch.long),
+    }
+
+
+def run_case(case: str, attention: str, iters: int) -> dict[str, float]:
+    """Time `iters` fine-tune steps (forward + backward) after one warm-up step, in this process."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from benchmark.config import load_config
+    from benchmark.losses import RetrievalLoss
+    from benchmark.model import build_model
+
+    cfg = load_config({}, [f"model.clip_name={CASES[case]}", "model.pretrained=null"])
+    model = build_model(cfg.model)
+    loss_fn = RetrievalLoss(cfg.loss, "fused")
+    batch = _batch()
+    backends = [SDPBackend.MATH] if attention == "math" else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+    times = []
+    with sdpa_kernel(backends):
+        for i in range(iters + 1):
+            start = time.perf_counter()
+            loss = sum(loss_fn(model(batch)).values())
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            if i:  # the first step warms up allocators and kernels
+                times.append(time.perf_counter() - start)
+    return {
+        "seconds_per_sample": statistics.median(times) / len(FRAMES),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def perf_model(cases: list[str], iters: int) -> list[dict]:
+    """Run every (case, attention) in a fresh process and print a Markdown table; returns the rows."""
+    rows = []
+    print("| model | params (M) | attention | fwd+bwd s/sample | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
+    for case in cases:
+        for attention in ("sdpa", "math"):
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmark.perf", case, attention, str(iters)],
+                capture_output=True, text=True, check=False,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"perf case {case}/{attention} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            row = {"model": case, "attention": attention, **json.loads(proc.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            print(f"| {case} | {row['parameters_m']:.1f} | {attention} | {row['seconds_per_sample']:.3f} | "
+                  f"{row['peak_rss_mb']:.0f} |", flush=True)
+    return rows
+
+
+if __name__ == "__main__":  # one case, in a child process of perf_model
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("attention", choices=("sdpa", "math"))
+    parser.add_argument("iters", type=int)
+    args = parser.parse_args()
+    print(json.dumps(run_case(args.case, args.attention, args.iters)))

@@ -32,25 +32,27 @@ class PreparedSplit:
 
 
 def prepare_split(
-    clips: list[Clip], cache: MediaCache, policy: str, progress: Callable[[int, int], None] | None = None
+    clips: list[Clip], cache: MediaCache, policy: str, needs_video: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PreparedSplit:
-    """Decode `clips` into `cache`, drop clips without decodable video, and apply the missing-audio policy.
+    """Decode `clips` into `cache`, drop clips without decodable video when the task needs video, and apply
+    the missing-audio policy.
 
     Policies (architecture.md): `zero` keeps clips without audio with a zero mask (fused feature = video
     alone); `drop` removes them (the authors' --filter_video_id); `miss` keeps them for evaluation to count
     as misses in audio directions.
     """
     statuses: list[MediaStatus] = cache.fill(clips, progress)
-    errors = Counter(f"video_{s.video_error}" for s in statuses if s.video_error)
-    errors.update(f"audio_{s.audio_error}" for s in statuses if s.audio_error and s.has_video)
-    kept = [(c, s) for c, s in zip(clips, statuses, strict=True) if s.has_video]
+    errors = Counter(f"video_{s.video_error}" for s in statuses if s.video_error and needs_video)
+    errors.update(f"audio_{s.audio_error}" for s in statuses if s.audio_error and (s.has_video or not needs_video))
+    kept = [(c, s) for c, s in zip(clips, statuses, strict=True) if s.has_video or not needs_video]
     no_audio = sum(not s.has_audio for _, s in kept)
     if policy == "drop":
         kept = [(c, s) for c, s in kept if s.has_audio]
     counts = {
         "clips_listed": len(clips),
         "clips_used": len(kept),
-        "missing_video": len(clips) - sum(s.has_video for s in statuses),
+        "missing_video": len(clips) - sum(s.has_video for s in statuses) if needs_video else 0,
         "missing_audio": no_audio,
         "dropped_no_audio": no_audio if policy == "drop" else 0,
         **{f"error_{k}": v for k, v in sorted(errors.items())},
@@ -66,14 +68,15 @@ class ClipTensors:
         self.cfg = cfg
 
     def __call__(self, clip: Clip, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        entry = self.cache.load(clip.id)
+        entry = self.cache.load(clip)
         out: dict[str, torch.Tensor] = {}
         frames = entry["frames"]
         out["frames"] = torch.zeros(self.cfg.max_frames, 3, video_fe.FRAME_SIZE, video_fe.FRAME_SIZE)
         out["frame_mask"] = torch.zeros(self.cfg.max_frames)
-        n = min(frames.shape[0], self.cfg.max_frames)
-        out["frames"][:n] = video_fe.normalize(frames[:n])
-        out["frame_mask"][:n] = 1
+        if frames is not None:  # audio-only tasks have no frames: zero mask, nothing is encoded
+            n = min(frames.shape[0], self.cfg.max_frames)
+            out["frames"][:n] = video_fe.normalize(frames[:n])
+            out["frame_mask"][:n] = 1
         logmel = entry["logmel"]
         if logmel is None:
             shape = (self.cfg.max_audio_segments, 3, audio_fe.SEGMENT_FRAMES, audio_fe.N_MELS)

@@ -12,7 +12,7 @@ class Clip:
 
     `audio` is a WAV file or the video file itself (its audio track); None when the dataset has no audio source.
     `audio_type` is the type-token row used in `index` mode (pre-training): 0 verbal (HowTo100M-like),
-    1 non-verbal (AudioSet-like) (spec §2.3).
+    1 non-verbal (AudioSet-like) (spec §2.3). `start`/`end` (seconds) cut a segment out of longer media.
     """
 
     id: str
@@ -20,3 +20,10 @@ class Clip:
     video: Path | None
     audio: Path | None
     audio_type: int = 1
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def media_key(self) -> str:
+        """What identifies the decoded tensors: the same media and segment decode once, whatever the task."""
+        return f"{self.video}|{self.audio}|{self.start}|{self.end}"

@@ -94,3 +94,22 @@ class RetrievalLoss(nn.Module):
         if self.cfg.symmetric_finetune:
             return {f"t_{self.candidate}_loss": symmetric_info_nce(logits)}
         return {f"t2{self.candidate}_loss": info_nce(logits)}
+
+
+class CaptionLoss(nn.Module):
+    """Token-level cross-entropy of the caption decoder over the whole vocabulary (spec §6.4).
+
+    Targets after EOT are padding: ignored under `paper`; supervised under `released-code`, where the
+    authors' ignore_index -1 never matches their PAD id (spec §12 item 13).
+    """
+
+    def __init__(self, supervise_pad: bool) -> None:
+        super().__init__()
+        self.supervise_pad = supervise_pad
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, target_valid: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        """logits [B, L, V], targets [B, L], target_valid [B, L] (words and EOT) -> {"caption_loss"}."""
+        if not self.supervise_pad:
+            targets = targets.masked_fill(~target_valid.bool(), -100)  # F.cross_entropy's ignore_index
+        return {"caption_loss": F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())}

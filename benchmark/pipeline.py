@@ -110,7 +110,7 @@ class Reproduction:
             return self.prepared[key]
         root = Path(self.cfg.data.root) / task.spec.data_dir
         clips = task.load(root, split, self.cfg.data.limit)
-        prepared = prepare_split(clips, self.cache, self.cfg.data.missing_audio)
+        prepared = prepare_split(clips, self.cache, self.cfg.data.missing_audio, "video" in task.spec.modalities)
         captions = [text for _, text in prepared.captions]
         tokens = self.tokenizer(captions) if captions else torch.zeros(0, self.cfg.data.max_words, dtype=torch.long)
         c = prepared.counts

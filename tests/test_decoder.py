@@ -109,3 +109,16 @@ def test_loose_seq_ignores_padding_and_keeps_video_alone_without_audio():
     for key in ("video", "audio", "fused"):
         torch.testing.assert_close(before[key], after[key], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(after["fused"][1], after["video"][1])
+
+
+def test_caption_loss_ignores_or_supervises_padding_by_protocol():
+    from benchmark.losses import CaptionLoss
+
+    tokens = torch.tensor([[SOT, 320, 1125, EOT, 0, 0]])
+    _, _, targets, valid = caption_inputs(tokens)
+    assert targets.tolist() == [[320, 1125, EOT, 0, 0]] and valid.tolist() == [[True, True, True, False, False]]
+    logits = torch.randn(1, 5, 49408)
+    words = torch.nn.functional.cross_entropy(logits[0, :3], targets[0, :3])
+    everything = torch.nn.functional.cross_entropy(logits[0], targets[0])
+    torch.testing.assert_close(CaptionLoss(supervise_pad=False)(logits, targets, valid)["caption_loss"], words)
+    torch.testing.assert_close(CaptionLoss(supervise_pad=True)(logits, targets, valid)["caption_loss"], everything)

@@ -76,3 +76,19 @@ def test_text_feature_equals_open_clip_eot_pooling():
     expected = torch.nn.functional.normalize(model.clip.encode_text(tokens), dim=-1)
     short = model.encode_text(tokens[:, :32])  # max_words 32: positions sliced, causal mask cut
     torch.testing.assert_close(short, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_audio_segments_are_neither_encoded_nor_pooled():
+    model = _model()
+    segments = torch.randn(2, 3, 3, 224, 224)
+    mask = torch.tensor([[1, 0, 0], [1, 1, 0]], dtype=torch.float)
+    types = torch.tensor([0, 1])
+    calls = []
+    hook = model.audio.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    before = model.encode_audio(segments, mask, types)
+    segments[0, 1:] = 3.0
+    segments[1, 2] = -3.0
+    after = model.encode_audio(segments, mask, types)
+    hook.remove()
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+    assert calls == [3, 3]

@@ -10,6 +10,7 @@ spec §12 item 21b) and mono files of any length work (item 21).
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from pathlib import Path
 
@@ -29,10 +30,11 @@ MAX_SECONDS = 60.0  # longer inputs keep their centred 60 s (spec §3 step 2)
 AMIN = 1e-10
 
 
-def read_waveform(path: Path) -> tuple[np.ndarray, int]:
+def read_waveform(path: Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
     """Read any audio file or the audio track of a video: float32 [channels, samples] in [-1, 1], and its rate.
 
-    WAV/FLAC go through soundfile; containers (mp4, mkv, webm, m4a) through PyAV. Raises MediaError.
+    WAV/FLAC go through soundfile; containers (mp4, mkv, webm, m4a) through PyAV. A segment keeps samples
+    [rate·floor(start), rate·ceil(end)) (spec §3 step 1). Raises MediaError.
     """
     path = Path(path)
     if not path.is_file():
@@ -49,6 +51,9 @@ def read_waveform(path: Path) -> tuple[np.ndarray, int]:
         wave = data.T
     else:
         wave, rate = _read_container_audio(path)
+    if start is not None or end is not None:
+        first = int(rate * math.floor(start or 0))
+        wave = wave[:, first : int(rate * math.ceil(end)) if end is not None else None]
     if wave.shape[1] == 0:
         raise MediaError(path, "too_short", "no samples")
     return np.ascontiguousarray(wave), int(rate)
@@ -133,9 +138,10 @@ def log_mel(channels: torch.Tensor, pad_mode: str = "constant") -> torch.Tensor:
     return torch.maximum(db, floor).transpose(1, 2).float().contiguous()
 
 
-def file_log_mel(path: Path, pad_mode: str = "constant") -> torch.Tensor:
-    """Read `path` and return its log-mel [3, T, 224]; raises MediaError."""
-    wave, rate = read_waveform(path)
+def file_log_mel(path: Path, pad_mode: str = "constant", start: float | None = None, end: float | None = None
+                 ) -> torch.Tensor:
+    """Read `path` (or its [start, end) segment) and return its log-mel [3, T, 224]; raises MediaError."""
+    wave, rate = read_waveform(path, start, end)
     return log_mel(lmr_channels(wave, rate), pad_mode)
 
 

@@ -63,13 +63,14 @@ def decode_clip(clip: Clip, prep: Preprocessing) -> tuple[dict[str, torch.Tensor
     status = MediaStatus(clip.id, has_video=False, has_audio=False)
     if clip.video is not None:
         try:
-            entry["frames"] = video_fe.decode_frames(clip.video, prep.max_frames, prep.frame_size)
+            entry["frames"] = video_fe.decode_frames(clip.video, prep.max_frames, prep.frame_size,
+                                                     clip.start, clip.end)
             status.has_video = True
         except MediaError as exc:
             status.video_error = exc.reason
     if clip.audio is not None:
         try:
-            entry["logmel"] = audio_fe.file_log_mel(clip.audio, prep.stft_pad_mode)
+            entry["logmel"] = audio_fe.file_log_mel(clip.audio, prep.stft_pad_mode, clip.start, clip.end)
             status.has_audio = True
         except MediaError as exc:
             status.audio_error = exc.reason
@@ -87,28 +88,28 @@ class MediaCache:
         index_path = self.dir / "index.json"
         self._index: dict[str, dict] = json.loads(index_path.read_text()) if index_path.exists() else {}
 
-    def status(self, clip_id: str) -> MediaStatus:
-        return MediaStatus(**self._index[clip_id]["status"])
+    def status(self, clip: Clip) -> MediaStatus:
+        return MediaStatus(**{**self._index[clip.media_key]["status"], "clip_id": clip.id})
 
-    def __contains__(self, clip_id: str) -> bool:
-        return clip_id in self._index
+    def __contains__(self, clip: Clip) -> bool:
+        return clip.media_key in self._index
 
     def fill(self, clips: Iterable[Clip], progress: Callable[[int, int], None] | None = None) -> list[MediaStatus]:
-        """Decode the clips not cached yet (ids are file-name safe here: entries are numbered, not named)."""
+        """Decode the clips not cached yet (entries are numbered files: ids never become paths)."""
         clips = list(clips)
-        todo = [c for c in clips if c.id not in self._index]
+        todo = list({c.media_key: c for c in clips if c.media_key not in self._index}.values())
         for done, clip in enumerate(todo, 1):
             entry, status = decode_clip(clip, self.prep)
             name = f"{len(self._index)}.pt"
             torch.save(entry, self.dir / name)
-            self._index[clip.id] = {"file": name, "status": dataclasses.asdict(status)}
+            self._index[clip.media_key] = {"file": name, "status": dataclasses.asdict(status)}
             if progress:
                 progress(done, len(todo))
         if todo:
             tmp = self.dir / "index.json.tmp"
             tmp.write_text(json.dumps(self._index))
             tmp.replace(self.dir / "index.json")
-        return [self.status(c.id) for c in clips]
+        return [self.status(c) for c in clips]
 
-    def load(self, clip_id: str) -> dict[str, torch.Tensor | None]:
-        return torch.load(self.dir / self._index[clip_id]["file"], weights_only=True)
+    def load(self, clip: Clip) -> dict[str, torch.Tensor | None]:
+        return torch.load(self.dir / self._index[clip.media_key]["file"], weights_only=True)

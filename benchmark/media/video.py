@@ -6,6 +6,7 @@ when a batch is built, so the cache stays 4x smaller than float frames.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def decode_frames(path: Path, max_frames: int, size: int = FRAME_SIZE) -> torch.Tensor:
+def decode_frames(path: Path, max_frames: int, size: int = FRAME_SIZE, start: float | None = None,
+                  end: float | None = None) -> torch.Tensor:
     """uint8 [T, 3, size, size]: the first frame of each second, uniformly subsampled to at most `max_frames`.
 
-    As the authors' offline extraction: for second s, the frame with index s·int(fps) (spec §4); beyond
-    `max_frames`, `linspace` indices (slice_framepos 2). Raises MediaError for missing, empty, corrupt or
-    stream-less files.
+    As the authors' offline extraction: for second s, the frame with index s·int(fps) (spec §4); a segment
+    keeps seconds [floor(start), ceil(end)); beyond `max_frames`, `linspace` indices (slice_framepos 2).
+    Raises MediaError for missing, empty, corrupt or stream-less files.
     """
     import av
 
@@ -40,8 +42,12 @@ def decode_frames(path: Path, max_frames: int, size: int = FRAME_SIZE) -> torch.
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or 1
             step = max(int(rate), 1)
+            first = math.floor(start) if start is not None else 0
+            last = math.ceil(end) if end is not None else math.inf  # exclusive, in seconds
             for index, frame in enumerate(container.decode(stream)):
-                if index % step == 0:
+                if index // step >= last:
+                    break
+                if index % step == 0 and index // step >= first:
                     picked.append(frame.to_image())
     except MediaError:
         raise

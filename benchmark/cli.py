@@ -31,9 +31,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from benchmark.synthetic import synthesize
 
     planted = synthesize(Path(args.out), seed=args.seed, scale=args.scale)
-    for dataset, defects in planted.items():
+    defects = ("no_audio", "truncated", "missing", "empty", "short", "48k", "no_captions")
+    for dataset, planted_items in planted.items():
         print(f"{args.out}/{dataset}: planted " + ", ".join(
-            f"{k} {len(v)}" for k, v in defects.items() if k in ("no_audio", "truncated", "missing")))
+            f"{k} {len(v)}" for k, v in planted_items.items() if k in defects))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Check a dataset, decode every item into the cache, write the manifest, print the counts."""
+    from benchmark.config import load_config
+    from benchmark.prepare import prepare
+
+    cfg = load_config({}, [f"data.root={Path(args.root).resolve()}", *args.overrides])
+    summary, manifest = prepare(args.task, cfg, args.splits.split(",") if args.splits else None, args.workers)
+    columns = ("items", "missing_video", "missing_audio", "no_audio_track", "undecodable")
+    print(f"{'split':<18}" + "".join(f"{c.replace('_', ' '):>16}" for c in columns))
+    for split, counts in summary.items():
+        print(f"{split:<18}" + "".join(f"{counts[c]:>16}" for c in columns))
+    print(f"manifest: {manifest}")
     return 0
 
 
@@ -82,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", choices=("tiny", "small"), default="tiny")
     p.set_defaults(func=cmd_synth)
+
+    p = verbs.add_parser("prepare", help="check a dataset, decode it once into the cache, write its manifest")
+    p.add_argument("task", help="a task or corpus name (see `clip4vla tasks`)")
+    p.add_argument("--root", required=True, help="folder holding the dataset folders (data.root)")
+    p.add_argument("--splits", help="comma-separated splits (default: all of the task's splits)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (0: in this process)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.max_frames=12 data.cache=/fast/cache")
+    p.set_defaults(func=cmd_prepare)
 
     p = verbs.add_parser("smoke", help="the main job on the embedded default: synth + pre-train + fine-tune + "
                          "evaluate + MLflow + report.md, minutes on a CPU")

@@ -42,7 +42,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str | None = None  # folder holding one sub-folder per dataset (msrvtt/, vatex/, audiocaps/, ...)
-    cache: str | None = None  # preprocessed-tensor cache; default <output>/cache
+    cache: str | None = None  # preprocessed-tensor cache; default <root>/clip4vla-cache
+    audio_template: str | None = None  # per-clip audio file under a dataset folder, e.g. "audio/Y{youtube_id}.wav"
+    stft_pad_mode: Literal["constant", "reflect"] = "constant"  # librosa 0.9 zeros (default) or 0.8 reflect (spec §3)
     max_words: int = 32  # text tokens incl. SOT/EOT (spec §5)
     max_frames: int = 12  # frames at 1 fps, uniformly subsampled beyond this (spec §4)
     max_audio_segments: int = 16  # 224-frame log-mel segments, centred window (spec §3)

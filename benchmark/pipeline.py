@@ -74,11 +74,20 @@ def candidate_of(modalities: tuple[str, ...]) -> str:
     return "audio" if "audio" in modalities else "video"
 
 
+def cache_dir(cfg: RunConfig) -> Path:
+    """data.cache, else <data.root>/clip4vla-cache (where `clip4vla prepare` writes by default)."""
+    return Path(cfg.data.cache or Path(cfg.data.root) / "clip4vla-cache")
+
+
 def check_tasks(cfg: RunConfig) -> None:
     """Fail early, with the closest name, when the config names an unknown task or corpus."""
     tasks = load_tasks()
     for name in [cfg.task, *cfg.pretrain_corpus]:
         tasks.get(name)
+    kind = tasks.get(cfg.task).spec.kind
+    if kind != "retrieval":
+        raise UserError(f"task '{cfg.task}' is a {kind} task; this command fine-tunes and scores retrieval tasks "
+                        "(caption fine-tuning and scoring are not wired into it yet)")
 
 
 class Reproduction:
@@ -92,8 +101,8 @@ class Reproduction:
         self.tasks = load_tasks()
         self.task = self.tasks.get(cfg.task)()
         self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
-        self.prep = Preprocessing(max_frames=cfg.data.max_frames)
-        self.cache = MediaCache(Path(cfg.data.cache or out / "cache"), self.prep)
+        self.prep = Preprocessing.of(cfg.data)
+        self.cache = MediaCache(cache_dir(cfg), self.prep)
         self.tensors = ClipTensors(self.cache, cfg.data)
         self.device = resolve_device(cfg.device)
         self.tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
@@ -109,8 +118,9 @@ class Reproduction:
         if key in self.prepared:  # e.g. a task's train split that is also the pre-training corpus
             return self.prepared[key]
         root = Path(self.cfg.data.root) / task.spec.data_dir
-        clips = task.load(root, split, self.cfg.data.limit)
-        prepared = prepare_split(clips, self.cache, self.cfg.data.missing_audio, "video" in task.spec.modalities)
+        clips = task.load(root, split, self.cfg.data.limit, self.cfg.data.audio_template)
+        policy = "drop" if split in task.spec.audio_only_splits else self.cfg.data.missing_audio
+        prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
         captions = [text for _, text in prepared.captions]
         tokens = self.tokenizer(captions) if captions else torch.zeros(0, self.cfg.data.max_words, dtype=torch.long)
         c = prepared.counts

@@ -1,7 +1,7 @@
 """`clip4vla smoke`: generate data, run the reproduction path on the embedded default, write report.md.
 
-Output folder layout: data/ (generated datasets), cache/ (decoded tensors), mlruns.db + mlartifacts/ (MLflow),
-runs/<point>/results.json, report.md.
+Output folder layout: data/ (generated datasets; data/clip4vla-cache/ the decoded tensors),
+mlruns.db + mlartifacts/ (MLflow), runs/<point>/results.json, report.md.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from benchmark.config import load_config, read_yaml
 from benchmark.errors import UserError
 from benchmark.pipeline import Progress, check_tasks, reproduce
+from benchmark.registry import load_tasks
 from benchmark.synthetic import synthesize
 from configs import path as config_path
 
@@ -42,5 +43,7 @@ def run_smoke(out: Path | None, overrides: list[str], seed: int = 0, scale: str 
     prepare_output(out)
     progress.say(f"output folder {out}")
     with progress.stage(f"synth: generated datasets ({scale}, seed {seed})"):
-        synthesize(out / "data", seed=seed, scale=scale)
+        tasks = load_tasks()
+        used = {tasks.get(name).spec.data_dir for name in [cfg.task, *cfg.pretrain_corpus]}
+        synthesize(out / "data", seed=seed, scale=scale, only=used)
     return reproduce(cfg, out, "smoke", progress)

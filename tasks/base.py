@@ -27,12 +27,13 @@ class TaskSpec:
     kind: Literal["retrieval", "caption", "corpus"]
     splits: tuple[str, ...]
     train_split: str
-    test_split: str
+    test_split: str | None  # None for pre-training corpora
     modalities: tuple[str, ...]  # subset of text, video, audio
-    directions: tuple[str, ...]  # retrieval directions scored, e.g. t2v v2t t2va va2t
-    captions_per_item: int  # captions per test clip
-    main_score: str  # a key the task's evaluation produces
+    directions: tuple[str, ...]  # retrieval directions scored, e.g. t2v v2t t2va va2t; () for captioning
+    captions_per_item: int  # captions (references) per test clip
+    main_score: str | None  # a key the task's evaluation produces
     reference: str
+    audio_only_splits: tuple[str, ...] = ()  # splits that keep only clips with audio (authors' --filter_video_id)
 
 
 class Task:
@@ -40,18 +41,40 @@ class Task:
 
     spec: ClassVar[TaskSpec]
 
-    def load(self, root: Path, split: str, limit: int | None = None) -> list[Clip]:
-        """Clips of `split` under `root` with captions grouped by clip id; `limit` keeps the first N."""
+    def load(self, root: Path, split: str, limit: int | None = None, audio_template: str | None = None
+             ) -> list[Clip]:
+        """Clips of `split` under `root` with captions grouped by clip id; `limit` keeps the first N.
+
+        `audio_template` (tasks with per-clip audio files) names the file under `root`, e.g.
+        "audio/Y{youtube_id}.wav"; by default the common downloaders' names are tried.
+        """
         if split not in self.spec.splits:
             raise UserError(f"task {self.spec.name} has no split '{split}' (splits: {', '.join(self.spec.splits)})")
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"dataset root not found: {root}")
-        clips = self._load(root, split)
+        clips = self._load(root, split, audio_template)
         return clips[:limit] if limit else clips
 
-    def _load(self, root: Path, split: str) -> list[Clip]:
+    def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
         raise NotImplementedError
+
+
+def video_and_audio(root: Path, clip_id: str, video_dir: str = "videos") -> tuple[Path, Path]:
+    """(video, audio source) of a clip stored as <video_dir>/<id>.mp4; the audio is its own track unless
+    audios_16k/<id>.wav exists (the authors' offline extraction). A missing video stays a path so that the
+    manifest reports it."""
+    video = root / video_dir / f"{clip_id}.mp4"
+    if not video.exists() and (root / video_dir / "all" / f"{clip_id}.mp4").exists():
+        video = root / video_dir / "all" / f"{clip_id}.mp4"
+    wav = root / "audios_16k" / f"{clip_id}.wav"
+    return video, (wav if wav.exists() else video)
+
+
+def first_existing(root: Path, templates: tuple[str, ...], **fields: str) -> Path:
+    """The first template (formatted with `fields`) that exists under root, else the first one."""
+    paths = [root / t.format(**fields) for t in templates]
+    return next((p for p in paths if p.exists()), paths[0])
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -73,6 +96,13 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
             if not (row.get(column) or "").strip():
                 raise UserError(f"{path}: line {number}: empty '{column}'")
     return rows
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty stripped lines of a text file (split id lists)."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def read_json(path: Path) -> Any:

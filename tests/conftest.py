@@ -14,6 +14,15 @@ def msrvtt_small(tmp_path_factory):
     """A 24-clip generated MSR-VTT (with its planted defects), written once per session."""
     from benchmark.synthetic import write_msrvtt
 
-    root = tmp_path_factory.mktemp("msrvtt")
+    root = tmp_path_factory.mktemp("data") / "msrvtt"  # root.parent is a data.root
     planted = write_msrvtt(root, seed=1, n_videos=24, test_size=6)
     return root, planted
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """VATEX, AudioCaps, AudioSet and HowTo100M generated once per session: (data root, planted)."""
+    from benchmark.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("data")
+    return root, synthesize(root, seed=0, only={"vatex", "audiocaps", "audioset", "howto100m"})

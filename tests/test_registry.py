@@ -22,14 +22,28 @@ def test_duplicate_registration_is_an_error():
         registry.register("a")(object)
 
 
+def test_the_six_tasks_and_two_corpora_are_registered():
+    kinds = {name: TASKS.get(name).spec.kind for name in TASKS}
+    assert kinds == {"msrvtt_retrieval": "retrieval", "msrvtt_caption": "caption", "vatex_retrieval": "retrieval",
+                     "vatex_caption": "caption", "audiocaps_retrieval": "retrieval", "audiocaps_caption": "caption",
+                     "audioset": "corpus", "howto100m": "corpus"}
+
+
 @pytest.mark.parametrize("name", TASKS.names())
-def test_every_task_spec_is_complete_and_loads_generated_data(name, msrvtt_small):
+def test_every_task_spec_is_complete_and_loads_generated_data(name, msrvtt_small, generated):
     spec = TASKS.get(name).spec
-    assert spec.name == name and spec.version and spec.reference
-    assert spec.train_split in spec.splits and spec.test_split in spec.splits
-    assert set(spec.directions) <= set(DIRECTIONS)
-    assert spec.main_score.split("/")[0] in spec.directions
-    root, _ = msrvtt_small
-    clips = TASKS.get(name)().load(root, spec.test_split, limit=4)
-    assert len(clips) == 4
-    assert all(len(c.captions) == spec.captions_per_item for c in clips)
+    assert spec.name == name and spec.version and spec.reference and spec.data_dir
+    assert spec.train_split in spec.splits
+    assert set(spec.directions) <= set(DIRECTIONS) and set(spec.modalities) <= {"text", "video", "audio"}
+    if spec.kind == "retrieval":
+        assert spec.main_score.split("/")[0] in spec.directions
+    elif spec.kind == "caption":
+        assert spec.main_score in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr") and not spec.directions
+    else:
+        assert spec.test_split is None and spec.main_score is None
+    root = msrvtt_small[0] if spec.data_dir == "msrvtt" else generated[0] / spec.data_dir
+    split = spec.test_split or spec.train_split
+    clips = TASKS.get(name)().load(root, split, limit=4)
+    assert len(clips) == 4 and len({c.id for c in clips}) == 4
+    if spec.kind != "corpus":
+        assert all(len(c.captions) == spec.captions_per_item for c in clips)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from benchmark.config import DataConfig
+from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
@@ -41,6 +45,11 @@ class Preprocessing:
     stft_pad_mode: str = "constant"  # librosa 0.9 zeros (spec §3); "reflect" reproduces librosa 0.8
     cache_format: int = CACHE_FORMAT
 
+    @classmethod
+    def of(cls, data: DataConfig) -> Preprocessing:
+        """The preprocessing a run's data config asks for (what training, evaluation and prepare share)."""
+        return cls(max_frames=data.max_frames, stft_pad_mode=data.stft_pad_mode)
+
     def fingerprint(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -55,6 +64,24 @@ class MediaStatus:
     has_audio: bool
     video_error: str | None = None  # MediaError.reason
     audio_error: str | None = None
+    duration: float | None = None  # seconds of the media (audio samples / rate, else the container's)
+    bytes: int | None = None  # size of the clip's main media file (the video, else the audio)
+    sha256: str | None = None
+
+    @property
+    def decodable(self) -> bool:
+        return self.has_video or self.has_audio
+
+
+def file_digest(path: Path) -> tuple[int, str] | tuple[None, None]:
+    """(bytes, sha256) of a file, or (None, None) when it does not exist."""
+    if path is None or not Path(path).is_file():
+        return None, None
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return Path(path).stat().st_size, digest.hexdigest()
 
 
 def decode_clip(clip: Clip, prep: Preprocessing) -> tuple[dict[str, torch.Tensor | None], MediaStatus]:
@@ -70,21 +97,47 @@ def decode_clip(clip: Clip, prep: Preprocessing) -> tuple[dict[str, torch.Tensor
             status.video_error = exc.reason
     if clip.audio is not None:
         try:
-            entry["logmel"] = audio_fe.file_log_mel(clip.audio, prep.stft_pad_mode, clip.start, clip.end)
+            wave, rate = audio_fe.read_waveform(clip.audio, clip.start, clip.end)
+            status.duration = wave.shape[1] / rate
+            entry["logmel"] = audio_fe.log_mel(audio_fe.lmr_channels(wave, rate), prep.stft_pad_mode)
             status.has_audio = True
         except MediaError as exc:
             status.audio_error = exc.reason
+    if status.duration is None and status.has_video:
+        status.duration = video_fe.duration_seconds(clip.video)
+    status.bytes, status.sha256 = file_digest(clip.video if clip.video is not None and clip.video.exists()
+                                              else clip.audio)
     return entry, status
 
 
+def _decode_job(job: tuple[Clip, Preprocessing]) -> tuple[dict[str, torch.Tensor | None], MediaStatus]:
+    return decode_clip(*job)
+
+
 class MediaCache:
-    """Folder `<root>/<fingerprint>/` with one `<n>.pt` per clip plus `index.json` (clip id -> file, status)."""
+    """Folder `<root>/<fingerprint>/` with one `<n>.pt` per decoded media segment, plus `index.json`
+    (media key -> file, status) and `preprocessing.json`.
+
+    `root` may also be a fingerprint folder itself; one made under another fingerprint is refused.
+    """
 
     def __init__(self, root: Path, prep: Preprocessing) -> None:
         self.prep = prep
-        self.dir = Path(root) / prep.fingerprint()
+        root = Path(root)
+        wanted = dataclasses.asdict(prep)
+        if (root / "preprocessing.json").exists():
+            self.dir = root
+        else:
+            self.dir = root / prep.fingerprint()
+        recorded = self.dir / "preprocessing.json"
+        if recorded.exists():
+            found = json.loads(recorded.read_text())
+            if found != wanted:
+                changed = ", ".join(f"{k} {found.get(k)} -> {v}" for k, v in wanted.items() if found.get(k) != v)
+                raise UserError(f"cache {self.dir} was made under another preprocessing fingerprint ({changed}); "
+                                f"point data.cache at its parent folder or run `clip4vla prepare` again")
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "preprocessing.json").write_text(json.dumps(dataclasses.asdict(prep), indent=2))
+        recorded.write_text(json.dumps(wanted, indent=2))
         index_path = self.dir / "index.json"
         self._index: dict[str, dict] = json.loads(index_path.read_text()) if index_path.exists() else {}
 
@@ -94,21 +147,35 @@ class MediaCache:
     def __contains__(self, clip: Clip) -> bool:
         return clip.media_key in self._index
 
-    def fill(self, clips: Iterable[Clip], progress: Callable[[int, int], None] | None = None) -> list[MediaStatus]:
-        """Decode the clips not cached yet (entries are numbered files: ids never become paths)."""
+    def fill(self, clips: Iterable[Clip], progress: Callable[[int, int], None] | None = None,
+             workers: int = 0) -> list[MediaStatus]:
+        """Decode the clips not cached yet, in `workers` processes (0: in this one); returns every clip's status.
+
+        Entries are numbered files, so ids never become paths; the index is rewritten atomically at the end.
+        """
         clips = list(clips)
         todo = list({c.media_key: c for c in clips if c.media_key not in self._index}.values())
-        for done, clip in enumerate(todo, 1):
-            entry, status = decode_clip(clip, self.prep)
-            name = f"{len(self._index)}.pt"
-            torch.save(entry, self.dir / name)
-            self._index[clip.media_key] = {"file": name, "status": dataclasses.asdict(status)}
-            if progress:
-                progress(done, len(todo))
-        if todo:
-            tmp = self.dir / "index.json.tmp"
-            tmp.write_text(json.dumps(self._index))
-            tmp.replace(self.dir / "index.json")
+        jobs = [(clip, self.prep) for clip in todo]
+        if workers > 0 and len(jobs) > 1:
+            # spawn, not fork: forking a process whose OpenMP threads already ran can hang the children
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            results = pool.map(_decode_job, jobs, chunksize=4)
+        else:
+            pool, results = None, map(_decode_job, jobs)
+        try:
+            for done, (clip, (entry, status)) in enumerate(zip(todo, results, strict=True), 1):
+                name = f"{len(self._index)}.pt"
+                torch.save(entry, self.dir / name)
+                self._index[clip.media_key] = {"file": name, "status": dataclasses.asdict(status)}
+                if progress:
+                    progress(done, len(todo))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            if todo:
+                tmp = self.dir / "index.json.tmp"
+                tmp.write_text(json.dumps(self._index))
+                tmp.replace(self.dir / "index.json")
         return [self.status(c) for c in clips]
 
     def load(self, clip: Clip) -> dict[str, torch.Tensor | None]:

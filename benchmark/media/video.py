@@ -81,3 +81,14 @@ def normalize(frames: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
     std = torch.tensor(CLIP_STD).view(3, 1, 1)
     return (frames.float() / 255.0 - mean) / std
+
+
+def duration_seconds(path: Path) -> float | None:
+    """Container duration in seconds, or None when the file does not say (or cannot be opened)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.duration / av.time_base if container.duration else None
+    except Exception:  # probing only: decode errors are reported by decode_frames
+        return None

@@ -1,0 +1,63 @@
+"""`clip4vla prepare TASK --root DIR`: check a dataset, decode every item once into the cache, write the manifest.
+
+The manifest (CSV, one row per item and split) records id, split, has_video, has_audio, duration, decodable,
+bytes, sha256 and the reason of any failure, so what a run used can be compared across machines. Re-running
+decodes only what is not cached yet.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmark.config import RunConfig
+from benchmark.media.cache import MediaCache, MediaStatus, Preprocessing
+from benchmark.pipeline import cache_dir
+from benchmark.registry import load_tasks
+
+MANIFEST_COLUMNS = ("id", "split", "has_video", "has_audio", "duration", "decodable", "bytes", "sha256",
+                    "video_error", "audio_error")
+BROKEN = {"corrupt", "empty", "too_short"}
+
+
+def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
+    """Counts printed by prepare and checked against what synth planted."""
+    reasons = Counter(r for s in statuses for r in (s.video_error if needs_video else None, s.audio_error) if r)
+    return {
+        "items": len(statuses),
+        "missing_video": sum(s.video_error == "missing" for s in statuses) if needs_video else 0,
+        "missing_audio": sum(not s.has_audio for s in statuses),
+        "undecodable": sum(bool({s.video_error if needs_video else None, s.audio_error} & BROKEN) for s in statuses),
+        "no_audio_track": reasons["no_stream"],
+    }
+
+
+def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: int
+            ) -> tuple[dict[str, dict[str, int]], Path]:
+    """Decode every clip of `splits` (default: all) of a task; returns the counts per split and the manifest."""
+    task = load_tasks().get(task_name)()
+    spec = task.spec
+    root = Path(cfg.data.root) / spec.data_dir
+    cache = MediaCache(cache_dir(cfg), Preprocessing.of(cfg.data))
+    loaded = {split: task.load(root, split, cfg.data.limit, cfg.data.audio_template) for split in splits or spec.splits}
+    everything = [clip for clips in loaded.values() for clip in clips]
+    with tqdm(total=len({c.media_key for c in everything}), desc=f"decode {task_name}", unit="clip",
+              disable=None) as bar:
+        cache.fill(everything, progress=lambda done, total: bar.update(1), workers=workers)
+    needs_video = "video" in spec.modalities
+    manifest = cache.dir / f"manifest-{task_name}.csv"
+    summary = {}
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for split, clips in loaded.items():
+            statuses = [cache.status(c) for c in clips]
+            for status in statuses:
+                row = {k: v for k, v in dataclasses.asdict(status).items() if k != "clip_id"}
+                writer.writerow({"id": status.clip_id, "split": split, "decodable": status.decodable, **row})
+            summary[split] = summarise(statuses, needs_video)
+    return summary, manifest

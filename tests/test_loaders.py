@@ -1,0 +1,109 @@
+"""Every loader on generated data in the real formats, and one-line errors for malformed annotations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from benchmark.errors import UserError
+from benchmark.registry import load_tasks
+
+TASKS = load_tasks()
+
+
+def _load(name, root, split):
+    task = TASKS.get(name)()
+    return task.load(root / task.spec.data_dir, split)
+
+
+def test_vatex_splits_and_caption_grouping(generated):
+    root, planted = generated
+    vatex = planted["vatex"]
+    assert [c.id for c in _load("vatex_retrieval", root, "test")] == vatex["hgr_test"]
+    assert [c.id for c in _load("vatex_caption", root, "val")] == vatex["val"]
+    clips = _load("vatex_retrieval", root, "train")
+    assert all(len(c.captions) == 10 for c in clips)
+    assert any(c.id.startswith(("-", "_")) for c in clips)  # ids starting with '-' or '_' load as ids
+    assert clips[0].video == root / "vatex" / "videos" / f"{clips[0].id}.mp4"
+
+
+def test_audiocaps_groups_scattered_rows_by_clip(generated):
+    root, planted = generated
+    test = _load("audiocaps_retrieval", root, "test")
+    assert len(test) == len(planted["audiocaps"]["test"]) and all(len(c.captions) == 5 for c in test)
+    assert all(c.video is None for c in test)
+    assert any("," in caption for c in test for caption in c.captions)  # quoted captions with commas
+    train = _load("audiocaps_caption", root, "train")
+    assert all(len(c.captions) == 1 for c in train)
+
+
+def test_audiocaps_audio_template_is_configurable(generated, tmp_path):
+    root, _ = generated
+    copy = tmp_path / "audiocaps"
+    shutil.copytree(root / "audiocaps", copy)
+    for wav in (copy / "audio").iterdir():
+        wav.rename(wav.with_name("Y" + wav.name))
+    task = TASKS.get("audiocaps_retrieval")()
+    found = [c for c in task.load(copy, "test") if c.audio.exists()]
+    assert found and all(c.audio.name.startswith("Y") for c in found)  # a known downloader naming is found
+    custom = task.load(copy, "test", audio_template="audio/Y{youtube_id}.wav")
+    assert [c.audio for c in custom if c.audio.exists()] == [c.audio for c in found]
+
+
+def test_audioset_text_and_type(generated):
+    root, planted = generated
+    clips = _load("audioset", root, "balanced_train")
+    assert [c.id for c in clips] == planted["audioset"]["balanced_train"]
+    assert all(c.captions[0].startswith("The sound of ") and c.audio_type == 1 for c in clips)
+    assert any("Beep, bleep" in c.captions[0] for c in clips) or any("," in c.captions[0] for c in clips)
+
+
+def test_howto100m_segments_span_ten_seconds_and_five_words(generated):
+    root, planted = generated
+    clips = _load("howto100m", root, "train")
+    assert clips and all(c.audio_type == 0 for c in clips)
+    assert all(c.end - c.start >= 10 and len(c.captions[0].split()) >= 5 for c in clips)
+    assert not any(c.id.startswith(planted["howto100m"]["no_captions"][0]) for c in clips)
+
+
+def _broken_copy(generated, tmp_path, dataset):
+    root, _ = generated
+    dst = tmp_path / dataset
+    shutil.copytree(root / dataset, dst, ignore=shutil.ignore_patterns("videos", "audio"))
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("task", "split", "breakage", "message"),
+    [
+        ("vatex_retrieval", "train", lambda r: (r / "vatex_training_v1.0.json").write_text("[{]"), "invalid JSON"),
+        ("vatex_caption", "train", lambda r: (r / "vatex_training_v1.0.json").write_text('[{"videoID": "x"}]'),
+         "entry 0 lacks 'videoID' or an 'enCap' list"),
+        ("vatex_caption", "train",
+         lambda r: (r / "vatex_training_v1.0.json").write_text(json.dumps([{"videoID": "a", "enCap": ["x"]}] * 2)),
+         "duplicate id 'a'"),
+        ("vatex_caption", "train",
+         lambda r: (r / "vatex_training_v1.0.json").write_text(json.dumps([{"videoID": "-a", "enCap": ["x", " "]}])),
+         "('-a') has an empty caption"),
+        ("vatex_retrieval", "test", lambda r: (r / "test_list.txt").write_text("_no_such_video\n"),
+         "video '_no_such_video' has no English captions"),
+        ("audiocaps_retrieval", "test",
+         lambda r: (r / "test.csv").write_text("audiocap_id,youtube_id,caption\n1,a,b\n"), "missing column 'start_time'"),
+        ("audioset", "balanced_train",
+         lambda r: (r / "balanced_train_segments.csv").write_text('# c\nabc, 1.0, "/m/hum01"\n'),
+         "line 2: expected 4 fields"),
+        ("audioset", "balanced_train",
+         lambda r: (r / "balanced_train_segments.csv").write_text('abc, 1.0, 2.0, "/m/nope"\n'),
+         "label '/m/nope' of 'abc' is not in class_labels_indices.csv"),
+        ("howto100m", "train", lambda r: (r / "caption.json").unlink(), "caption.json: file not found"),
+    ],
+)
+def test_malformed_annotations_give_one_line_errors(generated, tmp_path, task, split, breakage, message):
+    spec = TASKS.get(task).spec
+    root = _broken_copy(generated, tmp_path, spec.data_dir)
+    breakage(root)
+    with pytest.raises(UserError) as err:
+        TASKS.get(task)().load(root, split)
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -1,0 +1,78 @@
+"""`clip4vla prepare`: decode once, manifest counts equal what synth planted, cache fingerprints."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.config import load_config
+from benchmark.errors import UserError
+from benchmark.media.cache import MediaCache, Preprocessing
+from benchmark.prepare import prepare
+from tasks.vatex import VATEXRetrieval
+
+
+def _manifest(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_audiocaps_manifest_counts_equal_what_was_planted(generated):
+    root, planted = generated
+    cfg = load_config({}, [f"data.root={root}"])
+    summary, manifest = prepare("audiocaps_retrieval", cfg, None, workers=0)
+    audiocaps = planted["audiocaps"]
+    missing_train = [m for m in audiocaps["missing"] if m in audiocaps["train"]]
+    assert summary["train"]["missing_audio"] == len(missing_train) + 1  # + the zero-byte WAV
+    assert summary["train"]["undecodable"] == 1
+    assert summary["test"]["missing_audio"] == 1
+    rows = {r["id"].rsplit("_", 1)[0]: r for r in _manifest(manifest) if r["split"] == "test"}
+    assert rows[audiocaps["short"][0]]["has_audio"] == "True"  # a 0.2 s WAV still gives one segment
+    assert float(rows[audiocaps["short"][0]]["duration"]) == pytest.approx(0.2, abs=0.01)
+    assert rows[audiocaps["48k"][0]]["has_audio"] == "True"  # 48 kHz stereo is resampled, not dropped
+    missing_test = [m for m in audiocaps["missing"] if m in audiocaps["test"]]
+    assert [rows[m]["audio_error"] for m in missing_test] == ["missing"]
+    assert all(len(r["sha256"]) == 64 for r in rows.values() if r["has_audio"] == "True")
+    empty = [r for r in _manifest(manifest) if r["id"].startswith(audiocaps["empty"][0])]
+    assert empty[0]["audio_error"] == "empty" and empty[0]["decodable"] == "False"
+
+
+def test_msrvtt_manifest_flags_missing_truncated_and_trackless_videos(msrvtt_small, tmp_path):
+    root, planted = msrvtt_small
+    cfg = load_config({}, [f"data.root={root.parent}", f"data.cache={tmp_path / 'cache'}"])
+    summary, manifest = prepare("msrvtt_retrieval", cfg, ["train_9k", "test_1k_a"], workers=2)
+    rows = {(r["split"], r["id"]): r for r in _manifest(manifest)}
+    assert summary["test_1k_a"]["missing_video"] == len(planted["missing"])
+    assert summary["train_9k"]["undecodable"] == len(planted["truncated"])
+    assert rows[("train_9k", planted["truncated"][0])]["video_error"] == "corrupt"
+    for clip_id in planted["no_audio"]:
+        split = "test_1k_a" if clip_id in planted["test_ids"] else "train_9k"
+        assert rows[(split, clip_id)]["audio_error"] == "no_stream" and rows[(split, clip_id)]["has_video"] == "True"
+    assert summary["test_1k_a"]["no_audio_track"] + summary["train_9k"]["no_audio_track"] == len(planted["no_audio"])
+
+
+def test_rerun_decodes_nothing_new(generated, tmp_path):
+    root, _ = generated
+    cfg = load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])
+    prepare("vatex_retrieval", cfg, ["test"], workers=0)
+    cache = MediaCache(tmp_path, Preprocessing.of(cfg.data))
+    calls = []
+    cache.fill(VATEXRetrieval().load(root / "vatex", "test"), progress=lambda done, total: calls.append(done))
+    assert calls == []
+
+
+def test_cache_made_under_another_fingerprint_is_refused(tmp_path):
+    made = MediaCache(tmp_path, Preprocessing(max_frames=12))
+    with pytest.raises(UserError) as err:
+        MediaCache(made.dir, Preprocessing(max_frames=8))  # pointing at the fingerprint folder itself
+    assert "another preprocessing fingerprint (max_frames 12 -> 8)" in str(err.value)
+    assert MediaCache(tmp_path, Preprocessing(max_frames=8)).dir != made.dir  # the parent keeps both
+
+
+def test_prepare_command_prints_the_summary(generated, capsys):
+    root, _ = generated
+    assert main(["prepare", "howto100m", "--root", str(root), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "manifest:" in out and "undecodable" in out

@@ -75,8 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     """Print a benchmark table (results are recorded in README's performance section)."""
-    from benchmark.perf import CASES, perf_model
+    from benchmark.perf import CASES, perf_data, perf_model
 
+    if args.what == "data":
+        perf_data(args.clips)
+        return 0
     cases = args.models.split(",")
     unknown = [c for c in cases if c not in CASES]
     if unknown:
@@ -120,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
     p.set_defaults(func=cmd_run)
 
-    p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU)")
-    p.add_argument("what", choices=("model",))
+    p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "
+                         "'data' = decode and cached-read throughput")
+    p.add_argument("what", choices=("model", "data"))
+    p.add_argument("--clips", type=int, default=160, help="perf data: generated MSR-VTT clips")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
     p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")
     p.set_defaults(func=cmd_perf)

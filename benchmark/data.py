@@ -33,7 +33,7 @@ class PreparedSplit:
 
 def prepare_split(
     clips: list[Clip], cache: MediaCache, policy: str, needs_video: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, workers: int = 0,
 ) -> PreparedSplit:
     """Decode `clips` into `cache`, drop clips without decodable video when the task needs video, and apply
     the missing-audio policy.
@@ -42,7 +42,7 @@ def prepare_split(
     alone); `drop` removes them (the authors' --filter_video_id); `miss` keeps them for evaluation to count
     as misses in audio directions.
     """
-    statuses: list[MediaStatus] = cache.fill(clips, progress)
+    statuses: list[MediaStatus] = cache.fill(clips, progress, workers)
     errors = Counter(f"video_{s.video_error}" for s in statuses if s.video_error and needs_video)
     errors.update(f"audio_{s.audio_error}" for s in statuses if s.audio_error and (s.has_video or not needs_video))
     kept = [(c, s) for c, s in zip(clips, statuses, strict=True) if s.has_video or not needs_video]

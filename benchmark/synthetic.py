@@ -285,7 +285,7 @@ AUDIOSET_LABELS = {"a low hum": ("/m/hum01", "Hum"), "a high whistle": ("/m/whs0
                    "a beeping sound": ("/m/bep01", "Beep, bleep"), "static noise": ("/m/sta01", "Static")}
 
 
-def write_audioset(root: Path, seed: int = 0, n_clips: int = 30) -> dict:
+def write_audioset(root: Path, seed: int = 0, n_clips: int = 100) -> dict:
     """AudioSet balanced/unbalanced_train_segments.csv (three '#' lines, quoted comma-separated MIDs; a quarter
     of the clips in the unbalanced list) and class_labels_indices.csv, with 10 s-style clips as mp4 (video +
     audio). Planted: one missing mp4 in the balanced list."""
@@ -313,7 +313,7 @@ def write_audioset(root: Path, seed: int = 0, n_clips: int = 30) -> dict:
     return {"balanced_train": ids[:n_balanced], "unbalanced_train": ids[n_balanced:], "missing": [missing]}
 
 
-def write_howto100m(root: Path, seed: int = 0, n_videos: int = 5, seconds: float = 24.0) -> dict:
+def write_howto100m(root: Path, seed: int = 0, n_videos: int = 8, seconds: float = 24.0) -> dict:
     """HowTo100M_v1.csv and caption.json (ASR sentences with start/end), with long mp4s whose content changes
     every 12 s, so merged >= 10 s segments are learnable. Planted: one video listed without captions."""
     rng, nrng = random.Random(seed + 4), np.random.default_rng(seed + 4)
@@ -345,7 +345,7 @@ WRITERS = {"msrvtt": write_msrvtt, "vatex": write_vatex, "audiocaps": write_audi
            "howto100m": write_howto100m}
 # Sizes at scale "tiny"; "small" multiplies them.
 SIZES = {"msrvtt": {"n_videos": 160}, "vatex": {"n_videos": 60}, "audiocaps": {"n_train": 40, "n_val": 8, "n_test": 12},
-         "audioset": {"n_clips": 30}, "howto100m": {"n_videos": 5}}
+         "audioset": {"n_clips": 100}, "howto100m": {"n_videos": 8}}
 SCALES = {"tiny": 1, "small": 4}
 
 

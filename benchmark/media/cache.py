@@ -110,13 +110,24 @@ def decode_clip(clip: Clip, prep: Preprocessing) -> tuple[dict[str, torch.Tensor
     return entry, status
 
 
-def _decode_job(job: tuple[Clip, Preprocessing]) -> tuple[dict[str, torch.Tensor | None], MediaStatus]:
-    return decode_clip(*job)
+def _single_threaded() -> None:
+    """Worker initialiser: one intra-op thread per decoding process, or the workers oversubscribe the cores."""
+    torch.set_num_threads(1)
+
+
+def _decode_to_file(job: tuple[Clip, Preprocessing, Path]) -> tuple[str, MediaStatus]:
+    """Decode one clip and save its entry under a name derived from its media key (workers write directly,
+    so only the small status crosses the process boundary)."""
+    clip, prep, directory = job
+    entry, status = decode_clip(clip, prep)
+    name = hashlib.sha1(clip.media_key.encode()).hexdigest()[:20] + ".pt"
+    torch.save(entry, directory / name)
+    return name, status
 
 
 class MediaCache:
-    """Folder `<root>/<fingerprint>/` with one `<n>.pt` per decoded media segment, plus `index.json`
-    (media key -> file, status) and `preprocessing.json`.
+    """Folder `<root>/<fingerprint>/` with one `.pt` per decoded media segment (named by a hash of its media
+    key, so ids never become paths), plus `index.json` (media key -> file, status) and `preprocessing.json`.
 
     `root` may also be a fingerprint folder itself; one made under another fingerprint is refused.
     """
@@ -151,21 +162,20 @@ class MediaCache:
              workers: int = 0) -> list[MediaStatus]:
         """Decode the clips not cached yet, in `workers` processes (0: in this one); returns every clip's status.
 
-        Entries are numbered files, so ids never become paths; the index is rewritten atomically at the end.
+        The index is rewritten atomically at the end, also after an interruption, so a rerun does only the rest.
         """
         clips = list(clips)
         todo = list({c.media_key: c for c in clips if c.media_key not in self._index}.values())
-        jobs = [(clip, self.prep) for clip in todo]
+        jobs = [(clip, self.prep, self.dir) for clip in todo]
         if workers > 0 and len(jobs) > 1:
             # spawn, not fork: forking a process whose OpenMP threads already ran can hang the children
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            results = pool.map(_decode_job, jobs, chunksize=4)
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_single_threaded)
+            results = pool.map(_decode_to_file, jobs, chunksize=4)
         else:
-            pool, results = None, map(_decode_job, jobs)
+            pool, results = None, map(_decode_to_file, jobs)
         try:
-            for done, (clip, (entry, status)) in enumerate(zip(todo, results, strict=True), 1):
-                name = f"{len(self._index)}.pt"
-                torch.save(entry, self.dir / name)
+            for done, (clip, (name, status)) in enumerate(zip(todo, results, strict=True), 1):
                 self._index[clip.media_key] = {"file": name, "status": dataclasses.asdict(status)}
                 if progress:
                     progress(done, len(todo))

@@ -210,7 +210,7 @@ def write_wav(path: Path, wave: np.ndarray, rate: int = SAMPLE_RATE) -> None:
 def write_vatex(root: Path, seed: int = 0, n_videos: int = 60) -> dict:
     """VATEX v1.0/v1.1: training/validation/public-test JSONs (10 English + 10 Chinese captions) and the HGR
     retrieval split lists (test = a half of the official validation). Planted: one clip without audio track
-    in the HGR test list, one listed but missing mp4."""
+    and one listed but missing mp4 in the HGR test list, one zero-byte mp4 in the HGR val list."""
     rng, nrng = random.Random(seed + 1), np.random.default_rng(seed + 1)
     root = Path(root)
     ids = [f"{y}_{s:06d}_{s + 10:06d}" for y in youtube_ids(rng, n_videos) for s in [rng.randrange(0, 300)]]
@@ -219,7 +219,7 @@ def write_vatex(root: Path, seed: int = 0, n_videos: int = 60) -> dict:
     train, val, public_test = ids[: n_videos - n_val - n_test_public], ids[-n_val - n_test_public : -n_test_public], \
         ids[-n_test_public:]
     hgr_val, hgr_test = val[: n_val // 2], val[n_val // 2 :]
-    no_audio, missing = hgr_test[0], hgr_test[1]
+    no_audio, missing, empty = hgr_test[0], hgr_test[1], hgr_val[0]
     entries = {}
     for video_id in ids:
         content = draw_content(rng, 2.0, 3.0)
@@ -228,14 +228,15 @@ def write_vatex(root: Path, seed: int = 0, n_videos: int = 60) -> dict:
         if video_id != missing:
             audio = None if video_id == no_audio else render_audio(content, nrng)
             write_mp4(root / "videos" / f"{video_id}.mp4", render_frames(content, nrng), audio)
+    (root / "videos" / f"{empty}.mp4").write_bytes(b"")
     (root / "vatex_training_v1.0.json").write_text(json.dumps([entries[v] for v in train], ensure_ascii=False))
     (root / "vatex_validation_v1.0.json").write_text(json.dumps([entries[v] for v in val], ensure_ascii=False))
     (root / "vatex_public_test_english_v1.1.json").write_text(
         json.dumps([{"videoID": v, "enCap": entries[v]["enCap"]} for v in public_test]))
     for name, members in (("train_list.txt", train), ("val_list.txt", hgr_val), ("test_list.txt", hgr_test)):
         (root / name).write_text("\n".join(members) + "\n")
-    return {"no_audio": [no_audio], "missing": [missing], "train": train, "val": val, "public_test": public_test,
-            "hgr_val": hgr_val, "hgr_test": hgr_test}
+    return {"no_audio": [no_audio], "missing": [missing], "empty": [empty], "train": train, "val": val,
+            "public_test": public_test, "hgr_val": hgr_val, "hgr_test": hgr_test}
 
 
 def write_audiocaps(root: Path, seed: int = 0, n_train: int = 40, n_val: int = 8, n_test: int = 12) -> dict:

@@ -76,3 +76,27 @@ def test_prepare_command_prints_the_summary(generated, capsys):
     assert main(["prepare", "howto100m", "--root", str(root), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "manifest:" in out and "undecodable" in out
+
+
+def test_vatex_zero_byte_and_trackless_videos_are_flagged(generated, tmp_path):
+    root, planted = generated
+    cfg = load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])
+    summary, manifest = prepare("vatex_retrieval", cfg, ["val", "test"], workers=0)
+    rows = {r["id"]: r for r in _manifest(manifest)}
+    vatex = planted["vatex"]
+    assert rows[vatex["empty"][0]]["video_error"] == "empty" and rows[vatex["empty"][0]]["decodable"] == "False"
+    assert rows[vatex["no_audio"][0]]["audio_error"] == "no_stream"
+    assert rows[vatex["missing"][0]]["video_error"] == "missing"
+    assert summary["val"]["undecodable"] == 1 and summary["test"]["missing_video"] == 1
+
+
+def test_synth_is_deterministic_for_a_seed(tmp_path):
+    from benchmark.synthetic import write_audiocaps
+
+    first = write_audiocaps(tmp_path / "a", seed=3, n_train=6, n_val=2, n_test=3)
+    second = write_audiocaps(tmp_path / "b", seed=3, n_train=6, n_val=2, n_test=3)
+    assert first == second
+    for name in ("train.csv", "val.csv", "test.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    wavs = sorted(p.name for p in (tmp_path / "a" / "audio").iterdir())
+    assert all((tmp_path / "a" / "audio" / w).read_bytes() == (tmp_path / "b" / "audio" / w).read_bytes() for w in wavs)

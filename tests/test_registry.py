@@ -47,3 +47,28 @@ def test_every_task_spec_is_complete_and_loads_generated_data(name, msrvtt_small
     assert len(clips) == 4 and len({c.id for c in clips}) == 4
     if spec.kind != "corpus":
         assert all(len(c.captions) == spec.captions_per_item for c in clips)
+
+
+def test_third_party_tasks_come_from_the_entry_point_group(monkeypatch):
+    import benchmark.registry as registry
+
+    class FakeEntryPoint:
+        name, value = "acme", "acme_tasks:register"
+
+        def __init__(self, fail):
+            self.fail = fail
+
+        def load(self):
+            if self.fail:
+                raise ImportError("No module named 'acme_tasks'")
+            if "acme_retrieval" not in registry.TASKS:
+                registry.register_task("acme_retrieval")(type("AcmeRetrieval", (), {}))
+
+    monkeypatch.setattr(registry.TASKS, "_items", dict(registry.TASKS._items))  # registrations stay in this test
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint(fail=False)])
+    assert "acme_retrieval" in registry.load_tasks()
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint(fail=True)])
+    with pytest.raises(UserError, match="task plugin 'acme' .* failed to import"):
+        registry.load_tasks()

@@ -66,6 +66,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # global gradient-norm clip
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a GradScaler (GPU)
     log_every: int = 10  # optimizer steps between logged training metrics
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
+    keep_last: int = 2  # checkpoints kept besides the best
 
 
 @dataclass

@@ -1,23 +1,34 @@
-"""One readable training loop (nanoGPT style): set lr, forward under autocast, sum losses, backward, clip, step, log.
+"""One readable training loop (nanoGPT style): set lr, forward under autocast, sum losses, backward, clip, step,
+log, checkpoint. Used for pre-training and fine-tuning alike; what differs is the dataset and the loss module.
 
-Used for pre-training and fine-tuning alike; what differs is the dataset and the loss module.
+Under `torchrun` each rank encodes its slice of every global batch and the features are all-gathered with
+gradients (torch.distributed.nn), so the contrastive batch is the global batch and the result equals the
+1-process run with the same global batch (tests/test_distributed.py). Checkpoints hold everything needed to
+continue exactly: model, optimizer, scheduler, scaler, RNG states and the data position.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
+from benchmark import distributed
+from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
 from benchmark.errors import UserError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+GATHERED = ("text", "video", "audio", "audio_aug", "fused", "audio_mask")
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
@@ -53,6 +64,41 @@ def warmup_cosine(total_steps: int, warmup: float) -> Callable[[int], float]:
     return factor
 
 
+@dataclass
+class Position:
+    """Where training stands: optimizer steps done, and the epoch and micro-batch to read next."""
+
+    step: int = 0
+    epoch: int = 0
+    micro: int = 0  # micro-batches of `epoch` already consumed
+
+
+def epoch_indices(n: int, seed: int, epoch: int) -> list[int]:
+    """The dataset order of one epoch: a permutation that depends only on (seed, epoch), so it survives resume."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+
+
+def rng_state() -> dict:
+    """Every RNG this process uses, in types that torch.load(weights_only=True) accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def train(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -61,17 +107,28 @@ def train(
     seed: int,
     log: Callable[[dict[str, float], int], None],
     workers: int = 0,
+    checkpoints: Checkpointer | None = None,
+    resume: bool = False,
 ) -> dict[str, float]:
-    """Train `model` on `dataset` for cfg.epochs (or cfg.max_steps optimizer steps); returns a summary."""
+    """Train `model` on `dataset` for cfg.epochs (or cfg.max_steps optimizer steps); returns a summary.
+
+    With `checkpoints`, a checkpoint is written every cfg.checkpoint_every steps and at the end; with `resume`,
+    training continues from the newest one exactly where it stopped.
+    """
     device = next(model.parameters()).device
+    world, rank = distributed.world_size(), distributed.rank()
     # The authors divide the batch by the accumulation steps (spec §7.2): the contrastive batch is the
-    # micro-batch, the optimizer batch is cfg.batch_size.
+    # micro-batch, the optimizer batch is cfg.batch_size. Each rank reads 1/world of every micro-batch.
     accum = cfg.grad_accum
     micro_batch = cfg.batch_size // accum
+    if micro_batch % world:
+        raise UserError(f"batch_size / grad_accum = {micro_batch} is not divisible by the {world} processes")
     if len(dataset) < micro_batch:
         raise UserError(f"the training set has {len(dataset)} pairs, fewer than one batch of {micro_batch}")
-    steps_per_epoch = max(len(dataset) // micro_batch // accum, 1)
-    total = cfg.max_steps or steps_per_epoch * cfg.epochs
+    per_rank = micro_batch // world
+    micro_per_epoch = len(dataset) // micro_batch
+    total = cfg.max_steps or max(micro_per_epoch // accum, 1) * cfg.epochs
+    net = distributed.wrap(model)
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda" or None
     )
@@ -82,24 +139,51 @@ def train(
         if cfg.precision in AUTOCAST_DTYPES
         else nullcontext()
     )
+    at = Position()
+    if resume and checkpoints is not None and checkpoints.latest() is not None:
+        state = checkpoints.load(checkpoints.latest(), map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
+        at = Position(**state["position"])
+    else:
+        torch.manual_seed(seed + rank)  # deterministic per rank (dropout); the data order is shared
+
+    def save(position: Position) -> None:
+        states = distributed.gather_objects(rng_state())
+        if checkpoints is not None and rank == 0:
+            checkpoints.save(position.step, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": states,
+                "position": vars(position),
+            })
+
     model.train()
-    step, epoch, micro, start = 0, 0, 0, time.perf_counter()
-    running: dict[str, float] = {}
-    while step < total:
+    start, running, last = time.perf_counter(), {}, {}
+    while at.step < total:
         if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-        loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, drop_last=True, num_workers=workers)
+            dataset.set_epoch(at.epoch)
+        order = epoch_indices(len(dataset), seed, at.epoch)[: micro_per_epoch * micro_batch]
+        mine = [i for b in range(at.micro, micro_per_epoch)
+                for i in order[b * micro_batch + rank * per_rank : b * micro_batch + (rank + 1) * per_rank]]
+        loader = DataLoader(dataset, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=workers)
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast:
-                terms = loss_fn(model(batch))
+            sync = (at.micro + 1) % accum == 0
+            with autocast, (nullcontext() if sync else distributed.no_sync(net)):
+                out = net(batch)
+                out = {k: distributed.all_gather(v) if k in GATHERED else v for k, v in out.items()}
+                terms = loss_fn(out)
             loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
+            # all_gather's backward sums every rank's gradient into the local slice and DDP then averages over
+            # ranks, so the update is exactly d(global loss)/dθ (the authors' op gives 1/world of it, spec §8)
             scaler.scale(loss / accum).backward()
             for key, value in terms.items():
                 running[key] = running.get(key, 0.0) + value.item() / accum
-            micro += 1
-            if micro % accum:
+            at.micro += 1
+            if not sync:
                 continue
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -107,19 +191,30 @@ def train(
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            step += 1
-            if step % cfg.log_every == 0 or step == total:
+            at.step += 1
+            if rank == 0 and (at.step % cfg.log_every == 0 or at.step == total):
                 metrics = {f"train/{k}": v for k, v in running.items()}
                 metrics["train/loss"] = sum(v for k, v in running.items() if k.endswith("_loss"))
                 metrics["train/grad_norm"] = float(grad_norm)
-                metrics["train/lr"] = cfg.lr * scheduler.lr_lambdas[0](step)
-                log(metrics, step)
-            last = running
-            running = {}
-            if step >= total:
+                metrics["train/lr"] = cfg.lr * scheduler.lr_lambdas[0](at.step)
+                log(metrics, at.step)
+            last, running = running, {}
+            if at.step >= total:
                 break
-        epoch += 1
+            if cfg.checkpoint_every and at.step % cfg.checkpoint_every == 0:
+                save(Position(at.step, at.epoch, at.micro))
+        else:
+            at.epoch, at.micro = at.epoch + 1, 0
+            continue
+        break
+    save(at)
     seconds = time.perf_counter() - start
     summary = {f"final/{k}": v for k, v in last.items()}
-    summary.update({"steps": step, "seconds": seconds, "samples_per_second": step * cfg.batch_size / seconds})
+    summary.update({"steps": at.step, "seconds": seconds,
+                    "samples_per_second": at.step * cfg.batch_size / max(seconds, 1e-9)})
     return summary
+
+
+def checkpoint_dir(out: Path, stage: str) -> Path:
+    """Where a stage keeps its checkpoints inside a run's output folder."""
+    return out / "checkpoints" / stage.replace("/", "-")

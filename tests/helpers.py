@@ -1,0 +1,47 @@
+"""Small in-memory data and models shared by the training tests and the torchrun worker."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.config import load_config
+from benchmark.model import build_model
+
+SOT, EOT = 49406, 49407
+
+
+class ClassPairs(Dataset):
+    """n learnable (caption, clip) items: class c is token 1000 + c, a frame tint and an audio offset."""
+
+    def __init__(self, n: int = 16, classes: int = 4, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for i in range(n):
+            c = i % classes
+            tokens = torch.zeros(8, dtype=torch.long)
+            tokens[:3] = torch.tensor([SOT, 1000 + c, EOT])
+            frames = torch.randn(2, 3, 224, 224, generator=g) * 0.1 + c
+            audio = torch.randn(1, 3, 224, 224, generator=g) * 0.1 - c
+            self.items.append({
+                "tokens": tokens, "frames": frames, "frame_mask": torch.ones(2),
+                "audio": audio, "audio_mask": torch.ones(1), "audio_type": torch.tensor(c % 2),
+                "audio_aug": audio + torch.randn(audio.shape, generator=g) * 0.05,
+            })
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.items[index]
+
+
+def tiny_model(seed: int = 0, *overrides: str):
+    torch.manual_seed(seed)
+    cfg = load_config({}, ["model.clip_name=tiny-clip4vla", "model.pretrained=null", *overrides])
+    return build_model(cfg.model), cfg
+
+
+def train_config(*overrides: str):
+    return load_config({}, ["finetune.batch_size=8", "finetune.lr=1e-3", "finetune.coef_lr=1.0",
+                            "finetune.warmup=0.0", "finetune.log_every=1", *overrides]).finetune

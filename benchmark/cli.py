@@ -61,21 +61,36 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Pre-train, fine-tune and evaluate one task from a config file on real data."""
+def _reproduce(args: argparse.Namespace, stages: tuple[str, ...], extra: list[str]) -> int:
     from benchmark.config import load_config, read_yaml
     from benchmark.pipeline import Progress, reproduce
 
-    cfg = load_config(read_yaml(Path(args.config)), args.overrides)
+    config = Path(args.config) if args.config else None
+    cfg = load_config(read_yaml(config) if config else {}, [*extra, *args.overrides])
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    reproduce(cfg, out, Path(args.config).stem, Progress())
+    reproduce(cfg, out, config.stem if config else "-".join(stages), Progress(), stages, args.resume)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Pre-train, fine-tune and evaluate one task from a config file."""
+    return _reproduce(args, ("pretrain", "finetune"), [])
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pre-train on the corpora (pretrain_corpus); checkpoints in OUT/checkpoints/pretrain."""
+    return _reproduce(args, ("pretrain",), [])
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune TASK (from model.init, e.g. a pre-training checkpoint) with model selection, then evaluate."""
+    return _reproduce(args, ("finetune",), [f"task={args.task}"])
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
     """Print a benchmark table (results are recorded in README's performance section)."""
-    from benchmark.perf import CASES, perf_data, perf_model
+    from benchmark.perf import CASES, perf_data, perf_model, perf_train
 
     if args.what == "data":
         perf_data(args.clips)
@@ -84,7 +99,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise UserError(f"unknown perf model '{unknown[0]}' (known: {', '.join(CASES)})")
-    perf_model(cases, args.iters)
+    (perf_model if args.what == "model" else perf_train)(cases, args.iters)
     return 0
 
 
@@ -117,15 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. finetune.max_steps=10")
     p.set_defaults(func=cmd_smoke)
 
-    p = verbs.add_parser("run", help="pre-train, fine-tune and evaluate one task from a config file")
-    p.add_argument("config", help="YAML config (see configs/)")
-    p.add_argument("--out", required=True, help="output folder (cache, MLflow store, results, report)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
-    p.set_defaults(func=cmd_run)
+    for verb, func, text in (
+        ("run", cmd_run, "pre-train, fine-tune and evaluate one task from a config file"),
+        ("pretrain", cmd_pretrain, "pre-train on AudioSet + HowTo100M (pretrain_corpus)"),
+        ("finetune", cmd_finetune, "fine-tune one task with model selection, then evaluate it"),
+    ):
+        p = verbs.add_parser(verb, help=text)
+        if verb == "finetune":
+            p.add_argument("task", help="a retrieval task (see `clip4vla tasks`)")
+        if verb == "run":
+            p.add_argument("config", help="YAML config (see configs/)")
+        else:
+            p.add_argument("--config", help="YAML config (default: the built-in paper defaults)")
+        p.add_argument("--out", required=True, help="output folder (checkpoints, MLflow store, results, report)")
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
+        p.set_defaults(func=func)
 
     p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "
-                         "'data' = decode and cached-read throughput")
-    p.add_argument("what", choices=("model", "data"))
+                         "'train' = whole steps, fp32/bf16, SDPA/math, checkpointing; 'data' = decode and read")
+    p.add_argument("what", choices=("model", "train", "data"))
     p.add_argument("--clips", type=int, default=160, help="perf data: generated MSR-VTT clips")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
     p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")

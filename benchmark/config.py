@@ -33,6 +33,7 @@ class ModelConfig:
     type_pos_init_std: float | None = None  # std of the new TYPE positional row (protocol)
     learnable_logit_scale: bool | None = None  # learnable (paper) or fixed (released-code), capped at 100
     logit_scale_init: float = 100.0  # similarity scale at the start (spec §2.4); random weights learn faster lower
+    init: str | None = None  # CLIP4VLA checkpoint (or a stage's checkpoint folder: its best, else newest) to start from
     fusion: Literal["feat_avg", "loose_seq"] = "feat_avg"  # (v + a) / 2, optionally after the cross transformer
     cross_layers: int = 4  # cross transformer depth, initialised from CLIP text layers 0.. (spec §2.6)
     decoder: bool = False  # build the caption decoder (cross transformer + tied LM head, spec §2.7)
@@ -50,6 +51,7 @@ class DataConfig:
     max_audio_segments: int = 16  # 224-frame log-mel segments, centred window (spec §3)
     missing_audio: Literal["zero", "drop", "miss"] = "zero"  # architecture.md missing-audio policy
     limit: int | None = None  # use only the first N clips of each split (lm-eval --limit)
+    val_fraction: float = 0.05  # training clips held out for model selection when a task has no val split
     workers: int = 0  # DataLoader worker processes
 
 
@@ -65,8 +67,10 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of steps with linear warmup, then cosine over the whole run (spec §8)
     grad_clip: float = 1.0  # global gradient-norm clip
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a GradScaler (GPU)
+    grad_checkpointing: bool = False  # recompute tower activations in backward: less memory, more time
     log_every: int = 10  # optimizer steps between logged training metrics
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
+    eval_every: int = 0  # steps between model-selection evaluations; the best is kept and restored (0: none)
     keep_last: int = 2  # checkpoints kept besides the best
 
 
@@ -82,6 +86,7 @@ class LossConfig:
 class EvalConfig:
     batch_size: int = 64
     ties: Literal["average", "optimistic", "pessimistic"] = "average"  # rank of tied scores (spec §10.1)
+    selection_split: Literal["val", "test"] | None = None  # model selection split (protocol)
 
 
 @dataclass
@@ -116,6 +121,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "loss.released_terms": False,
         "loss.symmetric_finetune": True,
         "model.supervise_pad": False,  # spec §6.4 [R]: ignore pads
+        "eval.selection_split": "val",  # never select on the test set
     },
     "released-code": {
         "model.type_pos_init_std": 1.0,  # spec §12 item 12: std-1 noise, as the authors' code
@@ -123,6 +129,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "loss.released_terms": True,  # spec §6.3: tav_nce + with_self_supervised
         "loss.symmetric_finetune": False,  # spec §12 item 9
         "model.supervise_pad": True,  # spec §12 item 13: ignore_index -1 never matches PAD
+        "eval.selection_split": "test",  # spec §10.1 / §12 item 14: the authors select on the test set
     },
 }
 

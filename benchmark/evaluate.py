@@ -45,7 +45,8 @@ def encode(
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "fused": []}
-    loader = DataLoader(ClipItems(split, tensors), batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(ClipItems(split, tensors), batch_size=batch_size, num_workers=workers,
+                        generator=torch.Generator())  # leave the global RNG untouched
     for batch in loader:
         out = model(_to(batch, device))
         for key in parts:

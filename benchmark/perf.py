@@ -5,6 +5,9 @@
 MSR-VTT-like: batch 4, max 12 frames and 16 audio segments, with real lengths shorter than that so padding
 exists (10/12/11/8 frames, 16/9/12/6 segments); the loss is the retrieval fine-tuning loss on t->(v+a).
 
+`clip4vla perf train`: whole training steps (forward, backward, AdamW) per precision (fp32, bf16 autocast),
+attention (SDPA, math) and gradient checkpointing (off, on), same inputs.
+
 `clip4vla perf data`: decode throughput (mp4 -> cache) and cached-read throughput (cache -> model inputs), in
 clips per second, in this process and with 2 worker processes, on a generated MSR-VTT.
 """
@@ -38,25 +41,34 @@ def _batch(max_frames: int = 12, max_segments: int = 16) -> dict[str, torch.Tens
     }
 
 
-def run_case(case: str, attention: str, iters: int) -> dict[str, float]:
-    """Time `iters` fine-tune steps (forward + backward) after one warm-up step, in this process."""
+def run_case(case: str, attention: str, iters: int, precision: str = "fp32", checkpointing: bool = False,
+             optimizer_step: bool = False) -> dict[str, float]:
+    """Time `iters` fine-tune steps after one warm-up step, in this process: forward + backward, and with
+    `optimizer_step` the AdamW step too (the training loop's foreach/fused AdamW, spec §8)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from benchmark.config import load_config
     from benchmark.losses import RetrievalLoss
     from benchmark.model import build_model
+    from benchmark.train import param_groups
 
     cfg = load_config({}, [f"model.clip_name={CASES[case]}", "model.pretrained=null"])
     model = build_model(cfg.model)
+    model.set_grad_checkpointing(checkpointing)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.finetune), betas=(0.9, 0.98), eps=1e-6)
     loss_fn = RetrievalLoss(cfg.loss, "fused")
     batch = _batch()
     backends = [SDPBackend.MATH] if attention == "math" else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     with sdpa_kernel(backends):
         for i in range(iters + 1):
             start = time.perf_counter()
-            loss = sum(loss_fn(model(batch)).values())
+            with autocast:
+                loss = sum(loss_fn(model(batch)).values())
             loss.backward()
+            if optimizer_step:
+                optimizer.step()
             model.zero_grad(set_to_none=True)
             if i:  # the first step warms up allocators and kernels
                 times.append(time.perf_counter() - start)
@@ -67,23 +79,44 @@ def run_case(case: str, attention: str, iters: int) -> dict[str, float]:
     }
 
 
+def _child(case: str, attention: str, iters: int, precision: str, checkpointing: bool, step: bool) -> dict:
+    args = [case, attention, str(iters), precision, str(int(checkpointing)), str(int(step))]
+    proc = subprocess.run([sys.executable, "-m", "benchmark.perf", *args], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"perf case {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def perf_model(cases: list[str], iters: int) -> list[dict]:
-    """Run every (case, attention) in a fresh process and print a Markdown table; returns the rows."""
+    """Forward + backward per (model, attention), each in a fresh process; prints a Markdown table."""
     rows = []
     print("| model | params (M) | attention | fwd+bwd s/sample | peak RSS (MB) |")
     print("|---|---|---|---|---|")
     for case in cases:
         for attention in ("sdpa", "math"):
-            proc = subprocess.run(
-                [sys.executable, "-m", "benchmark.perf", case, attention, str(iters)],
-                capture_output=True, text=True, check=False,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"perf case {case}/{attention} failed: {proc.stderr.strip().splitlines()[-1:]}")
-            row = {"model": case, "attention": attention, **json.loads(proc.stdout.strip().splitlines()[-1])}
+            row = {"model": case, "attention": attention, **_child(case, attention, iters, "fp32", False, False)}
             rows.append(row)
             print(f"| {case} | {row['parameters_m']:.1f} | {attention} | {row['seconds_per_sample']:.3f} | "
                   f"{row['peak_rss_mb']:.0f} |", flush=True)
+    return rows
+
+
+def perf_train(cases: list[str], iters: int) -> list[dict]:
+    """Whole training steps (forward, backward, AdamW) per (model, precision, attention, checkpointing)."""
+    rows = []
+    print("| model | precision | attention | grad checkpointing | train step s/sample | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for case in cases:
+        for precision in ("fp32", "bf16"):
+            for attention in ("sdpa", "math"):
+                for checkpointing in (False, True):
+                    row = {"model": case, "precision": precision, "attention": attention,
+                           "checkpointing": checkpointing,
+                           **_child(case, attention, iters, precision, checkpointing, True)}
+                    rows.append(row)
+                    print(f"| {case} | {precision} | {attention} | {'on' if checkpointing else 'off'} | "
+                          f"{row['seconds_per_sample']:.3f} | {row['peak_rss_mb']:.0f} |", flush=True)
     return rows
 
 
@@ -133,5 +166,9 @@ if __name__ == "__main__":  # one case, in a child process of perf_model
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("attention", choices=("sdpa", "math"))
     parser.add_argument("iters", type=int)
+    parser.add_argument("precision", choices=("fp32", "bf16"))
+    parser.add_argument("checkpointing", type=int)
+    parser.add_argument("step", type=int)
     args = parser.parse_args()
-    print(json.dumps(run_case(args.case, args.attention, args.iters)))
+    print(json.dumps(run_case(args.case, args.attention, args.iters, args.precision, bool(args.checkpointing),
+                              bool(args.step))))

@@ -7,16 +7,20 @@ initial model (CLIP zero-shot, or chance for random weights), after pre-training
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import ConcatDataset
 
+from benchmark import distributed
+from benchmark.checkpoint import Checkpointer
 from benchmark.config import RunConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, PreparedSplit, prepare_split
 from benchmark.errors import UserError
@@ -27,8 +31,8 @@ from benchmark.media.text import Tokenizer
 from benchmark.model import CLIP4VLA, build_model
 from benchmark.records import RunRecord, fingerprint, git_state, package_versions
 from benchmark.registry import load_tasks
-from benchmark.tracking import TrackedRun, Tracker, default_uri
-from benchmark.train import train
+from benchmark.tracking import NullRun, TrackedRun, Tracker, default_uri
+from benchmark.train import checkpoint_dir, train
 from reports.run_report import write_run_report
 
 log = logging.getLogger("clip4vla")
@@ -79,57 +83,91 @@ def cache_dir(cfg: RunConfig) -> Path:
     return Path(cfg.data.cache or Path(cfg.data.root) / "clip4vla-cache")
 
 
-def check_tasks(cfg: RunConfig) -> None:
+def check_tasks(cfg: RunConfig, needs_task: bool = True) -> None:
     """Fail early, with the closest name, when the config names an unknown task or corpus."""
     tasks = load_tasks()
     for name in [cfg.task, *cfg.pretrain_corpus]:
         tasks.get(name)
     kind = tasks.get(cfg.task).spec.kind
-    if kind != "retrieval":
+    if needs_task and kind != "retrieval":
         raise UserError(f"task '{cfg.task}' is a {kind} task; this command fine-tunes and scores retrieval tasks "
                         "(caption fine-tuning and scoring are not wired into it yet)")
 
 
 class Reproduction:
-    """Holds what all stages share: config, data, model, tracker, parent run."""
+    """Holds what all stages share: config, data, model, tracker, parent run.
 
-    def __init__(self, cfg: RunConfig, out: Path, tracker: Tracker, parent: TrackedRun, progress: Progress) -> None:
+    Under torchrun every rank runs the same stages (evaluation is repeated on every rank, which keeps the ranks
+    in step); only rank 0 decodes into the cache, logs to MLflow and writes records and checkpoints.
+    """
+
+    def __init__(self, cfg: RunConfig, out: Path, tracker: Tracker | None, parent: TrackedRun | None,
+                 progress: Progress, resume: bool = False) -> None:
         if not cfg.data.root:
             raise UserError("data.root is not set: point it at the folder holding the dataset folders")
         self.cfg, self.out, self.tracker, self.parent, self.progress = cfg, out, tracker, parent, progress
-        check_tasks(cfg)
+        self.resume = resume
         self.tasks = load_tasks()
         self.task = self.tasks.get(cfg.task)()
         self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
         self.prep = Preprocessing.of(cfg.data)
+        self.device = distributed.setup(resolve_device(cfg.device))
+        self.rank = distributed.rank()
         self.cache = MediaCache(cache_dir(cfg), self.prep)
         self.tensors = ClipTensors(self.cache, cfg.data)
-        self.device = resolve_device(cfg.device)
         self.tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
         self.records: list[RunRecord] = []
         self.prepared: dict[tuple[str, str], Prepared] = {}
         self.environment = {
-            **git_state(), "packages": package_versions(), "device": str(self.device), "world_size": 1,
+            **git_state(), "packages": package_versions(), "device": str(self.device),
+            "world_size": distributed.world_size(),
         }
 
     # -- data ---------------------------------------------------------------------------------------------
-    def prepare(self, task: object, split: str) -> Prepared:
-        key = (task.spec.name, split)
+    def prepare(self, task: object, split: str, exclude: set[str] | None = None, label: str | None = None
+                ) -> Prepared:
+        """Load and decode a split once (rank 0 decodes, the others wait and read the cache)."""
+        key = (task.spec.name, split, tuple(sorted(exclude or ())))
         if key in self.prepared:  # e.g. a task's train split that is also the pre-training corpus
             return self.prepared[key]
         root = Path(self.cfg.data.root) / task.spec.data_dir
         clips = task.load(root, split, self.cfg.data.limit, self.cfg.data.audio_template)
+        clips = [c for c in clips if c.id not in (exclude or set())]
         policy = "drop" if split in task.spec.audio_only_splits else self.cfg.data.missing_audio
-        prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
+        if self.rank == 0:
+            prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
+        distributed.barrier()
+        if self.rank != 0:
+            self.cache = MediaCache(cache_dir(self.cfg), self.prep)  # re-read the index rank 0 wrote
+            self.tensors = ClipTensors(self.cache, self.cfg.data)
+            prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
         captions = [text for _, text in prepared.captions]
         tokens = self.tokenizer(captions) if captions else torch.zeros(0, self.cfg.data.max_words, dtype=torch.long)
         c = prepared.counts
         self.progress.say(
-            f"  {task.spec.name}/{split}: {c['clips_used']} of {c['clips_listed']} clips used, "
+            f"  {task.spec.name}/{label or split}: {c['clips_used']} of {c['clips_listed']} clips used, "
             f"{len(captions)} captions; missing video {c['missing_video']}, missing audio {c['missing_audio']}"
         )
-        self.prepared[key] = Prepared(task, prepared, split, tokens)
+        self.prepared[key] = Prepared(task, prepared, label or split, tokens)
         return self.prepared[key]
+
+    def selection_split(self) -> tuple[Prepared, Prepared]:
+        """(training data, model-selection data) of the task, by protocol (architecture.md).
+
+        paper: the task's validation split, or, when it has none (MSR-VTT 1k-A), data.val_fraction of the
+        training clips held out by a fixed hash of their ids; released-code: the test split, as the authors.
+        """
+        spec = self.task.spec
+        if self.cfg.eval.selection_split == "test":
+            return self.prepare(self.task, spec.train_split), self.prepare(self.task, spec.test_split)
+        if spec.val_split:
+            return self.prepare(self.task, spec.train_split), self.prepare(self.task, spec.val_split)
+        root = Path(self.cfg.data.root) / spec.data_dir
+        ids = [c.id for c in self.task.load(root, spec.train_split, self.cfg.data.limit, self.cfg.data.audio_template)]
+        held_out = {i for i in ids if int(hashlib.sha256(i.encode()).hexdigest(), 16) % 10_000
+                    < self.cfg.data.val_fraction * 10_000}
+        train_set = self.prepare(self.task, spec.train_split, exclude=held_out)
+        return train_set, self.prepare(self.task, spec.train_split, set(ids) - held_out, f"{spec.train_split}-heldout")
 
     def protocol_fingerprint(self, prepared: Prepared) -> str:
         spec = prepared.task.spec
@@ -138,66 +176,100 @@ class Reproduction:
             "captions_per_item": spec.captions_per_item, "preprocessing": self.prep.fingerprint(),
             "max_words": self.cfg.data.max_words, "max_audio_segments": self.cfg.data.max_audio_segments,
             "missing_audio": self.cfg.data.missing_audio, "ties": self.cfg.eval.ties, "protocol": self.cfg.protocol,
+            "selection_split": self.cfg.eval.selection_split,
         })
 
     # -- stages -------------------------------------------------------------------------------------------
-    def run(self) -> list[RunRecord]:
+    def run(self, stages: tuple[str, ...] = ("pretrain", "finetune")) -> list[RunRecord]:
+        """Prepare, build, then the stages asked for, with evaluations before, between and after them."""
+        check_tasks(self.cfg, needs_task="finetune" in stages)
         torch.manual_seed(self.cfg.seed)
         with self.progress.stage("prepare data"):
-            train_set = self.prepare(self.task, self.task.spec.train_split)
-            test_set = self.prepare(self.task, self.task.spec.test_split)
-            corpus = [self.prepare(t, t.spec.train_split) for t in self.corpus]
+            corpus = [self.prepare(t, t.spec.train_split) for t in self.corpus] if "pretrain" in stages else []
+            if "finetune" in stages:
+                train_set, selection = self.selection_split()
+                test_set = self.prepare(self.task, self.task.spec.test_split)
         with self.progress.stage(f"build model {self.cfg.model.clip_name} (weights: {self.cfg.model.pretrained})"):
             model = build_model(self.cfg.model).to(self.device)
-        self.evaluate(model, test_set, "initial")
+            if self.cfg.model.init:
+                self.load_init(model, Path(self.cfg.model.init))
+        if "finetune" in stages:
+            self.evaluate(model, test_set, "initial")
         if corpus and self.cfg.pretrain.max_steps != 0:
             self.pretrain(model, corpus)
-            self.evaluate(model, test_set, "pretrained")
-        if self.cfg.finetune.max_steps != 0:
-            self.finetune(model, train_set)
+            if "finetune" in stages:
+                self.evaluate(model, test_set, "pretrained")
+        if "finetune" in stages and self.cfg.finetune.max_steps != 0:
+            self.finetune(model, train_set, selection)
             self.evaluate(model, test_set, "finetuned")
         return self.records
 
+    def load_init(self, model: CLIP4VLA, path: Path) -> None:
+        """Start from a CLIP4VLA checkpoint (e.g. pre-training); modules it lacks keep their own init, and
+        which ones is said (spec §12 item 21c: the cross transformer stays initialised from CLIP text layers)."""
+        if path.is_dir():  # a stage's checkpoint folder: its best checkpoint, else its newest
+            folder = Checkpointer(path)
+            path = folder.best() or folder.latest() or path
+        if not path.is_file():
+            raise UserError(f"model.init checkpoint not found: {path}")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        missing, unexpected = model.load_state_dict(state.get("model", state), strict=False)
+        if unexpected:
+            raise UserError(f"model.init {path} does not fit this model: unexpected keys such as {unexpected[0]}")
+        kept = sorted({k.split(".")[0] for k in missing})
+        self.progress.say(f"  initialised from {path}" + (f"; kept own init for: {', '.join(kept)}" if kept else ""))
+
     def pretrain(self, model: CLIP4VLA, corpus: list[Prepared]) -> None:
-        pairs = ConcatDataset([
-            CaptionPairs(p.split, self.tensors, p.tokens, augment=self.cfg.loss.intra_modal, seed=self.cfg.seed)
-            for p in corpus
-        ])
+        pairs = [CaptionPairs(p.split, self.tensors, p.tokens, augment=self.cfg.loss.intra_modal, seed=self.cfg.seed)
+                 for p in corpus]
         mode = model.audio.mode
         if mode != "off":
             model.audio.mode = "index"  # pre-training picks the row by corpus: 0 verbal, 1 non-verbal (spec §2.3)
         try:
-            self.train_stage("pretrain", model, pairs, PretrainLoss(self.cfg.loss), self.cfg.pretrain,
+            self.train_stage("pretrain", model, ConcatDataset(pairs), PretrainLoss(self.cfg.loss), self.cfg.pretrain,
                              task="+".join(p.task.spec.name for p in corpus))
         finally:
             model.audio.mode = mode
 
-    def finetune(self, model: CLIP4VLA, data: Prepared) -> None:
+    def finetune(self, model: CLIP4VLA, data: Prepared, selection: Prepared) -> None:
         pairs = CaptionPairs(data.split, self.tensors, data.tokens, augment=False, seed=self.cfg.seed)
         loss = RetrievalLoss(self.cfg.loss, candidate_of(data.task.spec.modalities))
-        self.train_stage(f"finetune/{data.task.spec.name}", model, pairs, loss, self.cfg.finetune,
-                         task=data.task.spec.name)
+        spec = data.task.spec
 
-    def train_stage(self, name: str, model: CLIP4VLA, pairs, loss, train_cfg, task: str) -> None:
+        def select() -> float:
+            encoded = encode(model, selection.split, self.tensors, selection.tokens, self.cfg.eval.batch_size)
+            return retrieval_metrics(encoded, spec.directions, self.cfg.eval.ties)[spec.main_score]
+
+        self.train_stage(f"finetune/{spec.name}", model, pairs, loss, self.cfg.finetune, task=spec.name,
+                         select=select if self.cfg.finetune.eval_every else None,
+                         tags={"selection_split": selection.split_name})
+
+    def train_stage(self, name: str, model: CLIP4VLA, pairs, loss, train_cfg, task: str, select=None,
+                    tags: dict | None = None) -> None:
         stage = name.split("/")[0]
         tags = {"stage": stage, "task": task, "protocol": self.cfg.protocol, "seed": self.cfg.seed,
-                "precision": train_cfg.precision, "global_batch": train_cfg.batch_size, **self._env_tags()}
-        with self.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), \
-                self.tracker.run(name, self.parent, tags) as run:
+                "precision": train_cfg.precision, "global_batch": train_cfg.batch_size, **self._env_tags(),
+                **(tags or {})}
+        checkpoints = Checkpointer(checkpoint_dir(self.out, name), train_cfg.keep_last,
+                                   extra={"config": to_dict(self.cfg), "stage": name})
+        with self.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), self._run(name, tags) as run:
             run.log_params(flatten(to_dict(self.cfg)))
 
             def log_step(metrics: dict[str, float], step: int) -> None:
                 run.log_metrics(metrics, step)
-                self.progress.say(f"  {name} step {step}: loss {metrics['train/loss']:.3f}")
+                for key, what in (("train/loss", "loss"), ("select/score", "selection score")):
+                    if key in metrics:
+                        self.progress.say(f"  {name} step {step}: {what} {metrics[key]:.3f}")
 
             begin = time.perf_counter()
-            summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, self.cfg.data.workers)
-            run.log_metrics({k: v for k, v in summary.items()})
+            summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, self.cfg.data.workers,
+                            checkpoints=checkpoints, resume=self.resume, select=select)
+            run.log_metrics(summary)
             self.records.append(RunRecord(
                 name=name, stage=stage, task=task, task_version="", split="train", metrics=summary,
                 main_score=None, counts={"pairs": len(pairs)}, protocol=self.cfg.protocol, protocol_fingerprint="",
                 seed=self.cfg.seed, config=to_dict(self.cfg), environment=self.environment,
-                wall_seconds=time.perf_counter() - begin,
+                wall_seconds=time.perf_counter() - begin, extra={"checkpoints": str(checkpoints.dir), **tags},
             ))
 
     def evaluate(self, model: CLIP4VLA, data: Prepared, label: str) -> None:
@@ -205,8 +277,7 @@ class Reproduction:
         name = f"evaluate/{label}"
         tags = {"stage": "evaluate", "task": spec.name, "task_version": spec.version, "protocol": self.cfg.protocol,
                 "seed": self.cfg.seed, "protocol_fingerprint": self.protocol_fingerprint(data), **self._env_tags()}
-        with self.progress.stage(f"{name} on {spec.name}/{data.split_name}"), \
-                self.tracker.run(name, self.parent, tags) as run:
+        with self.progress.stage(f"{name} on {spec.name}/{data.split_name}"), self._run(name, tags) as run:
             begin = time.perf_counter()
             encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
                              self.cfg.data.workers)
@@ -217,13 +288,20 @@ class Reproduction:
                 metrics=metrics, main_score=spec.main_score, counts=data.split.counts, protocol=self.cfg.protocol,
                 protocol_fingerprint=self.protocol_fingerprint(data), seed=self.cfg.seed, config=to_dict(self.cfg),
                 environment=self.environment, wall_seconds=time.perf_counter() - begin,
-                extra={"label": label, "chance_R1": 100.0 / max(len(data.split.clips), 1)},
+                extra={"label": label, "chance_R1": 100.0 / max(len(data.split.clips), 1),
+                       "selection_split": self.cfg.eval.selection_split},
             )
-            path = record.save(self.out / "runs" / label / "results.json")
-            run.log_artifact(path)
+            if self.rank == 0:
+                run.log_artifact(record.save(self.out / "runs" / label / "results.json"))
             self.records.append(record)
             self.progress.say(f"  {label}: " + ", ".join(
                 f"{d}/R1 {metrics[f'{d}/R1']:.1f}" for d in spec.directions))
+
+    def _run(self, name: str, tags: dict):
+        """A nested MLflow run on rank 0; elsewhere a run that records nothing."""
+        if self.rank == 0 and self.tracker is not None:
+            return self.tracker.run(name, self.parent, tags)
+        return nullcontext(NullRun())
 
     def _env_tags(self) -> dict[str, object]:
         env = self.environment
@@ -232,12 +310,16 @@ class Reproduction:
                 "open_clip": env["packages"]["open_clip_torch"]}
 
 
-def reproduce(cfg: RunConfig, out: Path, suite: str, progress: Progress) -> Path:
-    """Run the whole path under one parent MLflow run and write out/report.md; returns the report path."""
+def reproduce(cfg: RunConfig, out: Path, suite: str, progress: Progress,
+              stages: tuple[str, ...] = ("pretrain", "finetune"), resume: bool = False) -> Path | None:
+    """Run `stages` under one parent MLflow run (rank 0) and write out/report.md; returns the report path."""
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only rank 0 tracks and reports
+        Reproduction(cfg, out, None, None, progress, resume).run(stages)
+        return None
     with progress.stage("open the MLflow store"):
         tracker = Tracker(default_uri(out, cfg.tracking.uri), cfg.tracking.experiment, out / "mlartifacts")
     with tracker.run(suite, tags={"suite": suite, "protocol": cfg.protocol}) as parent:
-        records = Reproduction(cfg, out, tracker, parent, progress).run()
+        records = Reproduction(cfg, out, tracker, parent, progress, resume).run(stages)
         report = write_run_report(records, out / "report.md", f"clip4vla {suite} report")
         parent.log_artifact(report)
     progress.say(f"report: {report}")

@@ -53,6 +53,22 @@ class TrackedRun:
         self.client.log_artifact(self.run_id, str(path), folder)
 
 
+class NullRun:
+    """A run that records nothing (ranks other than 0 under torchrun)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        pass
+
+
 class Tracker:
     """An MLflow store and experiment; `run()` opens a (nested) run and closes it FINISHED or FAILED."""
 

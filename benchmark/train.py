@@ -109,12 +109,16 @@ def train(
     workers: int = 0,
     checkpoints: Checkpointer | None = None,
     resume: bool = False,
+    select: Callable[[], float] | None = None,
 ) -> dict[str, float]:
     """Train `model` on `dataset` for cfg.epochs (or cfg.max_steps optimizer steps); returns a summary.
 
     With `checkpoints`, a checkpoint is written every cfg.checkpoint_every steps and at the end; with `resume`,
-    training continues from the newest one exactly where it stopped.
+    training continues from the newest one exactly where it stopped. With `select` (higher is better), the
+    model is scored every cfg.eval_every steps and at the end, and the best checkpoint is restored at the end.
     """
+    if select is not None and checkpoints is None:
+        raise ValueError("model selection keeps the best checkpoint: pass `checkpoints`")
     device = next(model.parameters()).device
     world, rank = distributed.world_size(), distributed.rank()
     # The authors divide the batch by the accumulation steps (spec §7.2): the contrastive batch is the
@@ -128,6 +132,7 @@ def train(
     per_rank = micro_batch // world
     micro_per_epoch = len(dataset) // micro_batch
     total = cfg.max_steps or max(micro_per_epoch // accum, 1) * cfg.epochs
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
     net = distributed.wrap(model)
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda" or None
@@ -151,14 +156,25 @@ def train(
     else:
         torch.manual_seed(seed + rank)  # deterministic per rank (dropout); the data order is shared
 
-    def save(position: Position) -> None:
+    def save(position: Position, score: float | None = None) -> None:
         states = distributed.gather_objects(rng_state())
         if checkpoints is not None and rank == 0:
             checkpoints.save(position.step, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": states,
                 "position": vars(position),
-            })
+            }, score=score)
+        distributed.barrier()
+
+    def selected(position: Position) -> float | None:
+        """Score the model for selection when it is due (the RNG state is kept: scoring must not change it)."""
+        if select is None or not (position.step % cfg.eval_every == 0 or position.step >= total):
+            return None
+        state = rng_state()
+        score = select()
+        set_rng_state(state)
+        log({"select/score": score}, position.step)
+        return score
 
     model.train()
     start, running, last = time.perf_counter(), {}, {}
@@ -168,7 +184,9 @@ def train(
         order = epoch_indices(len(dataset), seed, at.epoch)[: micro_per_epoch * micro_batch]
         mine = [i for b in range(at.micro, micro_per_epoch)
                 for i in order[b * micro_batch + rank * per_rank : b * micro_batch + (rank + 1) * per_rank]]
-        loader = DataLoader(dataset, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=workers)
+        # a private generator: creating the loader must not draw from the global RNG (exact resume)
+        loader = DataLoader(dataset, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=workers,
+                            generator=torch.Generator().manual_seed(seed * 1000 + at.epoch))
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             sync = (at.micro + 1) % accum == 0
@@ -201,13 +219,18 @@ def train(
             last, running = running, {}
             if at.step >= total:
                 break
-            if cfg.checkpoint_every and at.step % cfg.checkpoint_every == 0:
-                save(Position(at.step, at.epoch, at.micro))
+            score = selected(at)
+            if score is not None or (cfg.checkpoint_every and at.step % cfg.checkpoint_every == 0):
+                save(Position(at.step, at.epoch, at.micro), score)
         else:
             at.epoch, at.micro = at.epoch + 1, 0
             continue
         break
-    save(at)
+    save(at, selected(at))
+    if select is not None and checkpoints is not None:
+        best = checkpoints.best() if rank == 0 else None
+        best = distributed.gather_objects(best)[0]
+        model.load_state_dict(checkpoints.load(best, map_location=device)["model"])
     seconds = time.perf_counter() - start
     summary = {f"final/{k}": v for k, v in last.items()}
     summary.update({"steps": at.step, "seconds": seconds,

@@ -37,7 +37,8 @@ class AudioCapsRetrieval(Task):
 
     spec = TaskSpec(
         name="audiocaps_retrieval", version="1.0", dataset="AudioCaps", data_dir="audiocaps", kind="retrieval",
-        splits=("train", "val", "test"), train_split="train", test_split="test", modalities=("text", "audio"),
+        splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
+        modalities=("text", "audio"),
         directions=("t2a", "a2t"), captions_per_item=5, main_score="t2a/R1", reference=REFERENCE,
     )
 
@@ -51,7 +52,8 @@ class AudioCapsCaption(Task):
 
     spec = TaskSpec(
         name="audiocaps_caption", version="1.0", dataset="AudioCaps", data_dir="audiocaps", kind="caption",
-        splits=("train", "val", "test"), train_split="train", test_split="test", modalities=("text", "audio"),
+        splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
+        modalities=("text", "audio"),
         directions=(), captions_per_item=5, main_score="CIDEr", reference=REFERENCE,
     )
 

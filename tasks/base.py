@@ -28,6 +28,7 @@ class TaskSpec:
     splits: tuple[str, ...]
     train_split: str
     test_split: str | None  # None for pre-training corpora
+    val_split: str | None  # model selection under `paper`; None: a held-out part of the training split
     modalities: tuple[str, ...]  # subset of text, video, audio
     directions: tuple[str, ...]  # retrieval directions scored, e.g. t2v v2t t2va va2t; () for captioning
     captions_per_item: int  # captions (references) per test clip

@@ -57,7 +57,7 @@ class MSRVTTRetrieval(Task):
 
     spec = TaskSpec(
         name="msrvtt_retrieval", version="1.0", dataset="MSR-VTT", data_dir="msrvtt", kind="retrieval",
-        splits=("train_9k", "train_7k", "test_1k_a"), train_split="train_9k", test_split="test_1k_a",
+        splits=("train_9k", "train_7k", "test_1k_a"), train_split="train_9k", test_split="test_1k_a", val_split=None,
         modalities=("text", "video", "audio"), directions=("t2v", "v2t", "t2a", "a2t", "t2va", "va2t"),
         captions_per_item=1, main_score="t2va/R1", reference=REFERENCE,
     )
@@ -78,7 +78,7 @@ class MSRVTTCaption(Task):
 
     spec = TaskSpec(
         name="msrvtt_caption", version="1.0", dataset="MSR-VTT", data_dir="msrvtt", kind="caption",
-        splits=("train", "val", "test", "test_1k_a_audio"), train_split="train", test_split="test",
+        splits=("train", "val", "test", "test_1k_a_audio"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "video", "audio"), directions=(), captions_per_item=20, main_score="CIDEr",
         reference=REFERENCE, audio_only_splits=("test_1k_a_audio",),
     )

@@ -44,7 +44,7 @@ def audioset_rows(path: Path) -> list[tuple[str, float, float, list[str]]]:
 class AudioSet(Task):
     spec = TaskSpec(
         name="audioset", version="1.0", dataset="AudioSet", data_dir="audioset", kind="corpus",
-        splits=("balanced_train", "unbalanced_train"), train_split="balanced_train", test_split=None,
+        splits=("balanced_train", "unbalanced_train"), train_split="balanced_train", test_split=None, val_split=None,
         modalities=("text", "video", "audio"), directions=(), captions_per_item=1, main_score=None,
         reference="Gemmeke et al., ICASSP 2017",
     )
@@ -81,7 +81,7 @@ def merge_sentences(starts: list[float], ends: list[float], texts: list[str]) ->
 class HowTo100M(Task):
     spec = TaskSpec(
         name="howto100m", version="1.0", dataset="HowTo100M", data_dir="howto100m", kind="corpus",
-        splits=("train",), train_split="train", test_split=None, modalities=("text", "video", "audio"),
+        splits=("train",), train_split="train", test_split=None, val_split=None, modalities=("text", "video", "audio"),
         directions=(), captions_per_item=1, main_score=None, reference="Miech et al., ICCV 2019",
     )
 

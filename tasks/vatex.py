@@ -50,7 +50,7 @@ class VATEXRetrieval(Task):
 
     spec = TaskSpec(
         name="vatex_retrieval", version="1.0", dataset="VATEX", data_dir="vatex", kind="retrieval",
-        splits=("train", "val", "test"), train_split="train", test_split="test",
+        splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "video", "audio"), directions=("t2v", "v2t", "t2a", "a2t", "t2va", "va2t"),
         captions_per_item=10, main_score="t2va/R1", reference=REFERENCE,
     )
@@ -69,7 +69,7 @@ class VATEXCaption(Task):
 
     spec = TaskSpec(
         name="vatex_caption", version="1.0", dataset="VATEX", data_dir="vatex", kind="caption",
-        splits=("train", "val", "test"), train_split="train", test_split="test",
+        splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "video", "audio"), directions=(), captions_per_item=10, main_score="CIDEr",
         reference=REFERENCE,
     )

@@ -36,6 +36,8 @@ def test_smoke_writes_only_into_its_output_folder(smoke_output):
     out, cwd, proc = smoke_output
     assert list(cwd.iterdir()) == []
     assert (out / "report.md").is_file() and (out / "mlruns.db").is_file()
+    finetune_ckpts = out / "checkpoints" / "finetune-msrvtt_retrieval"
+    assert list(finetune_ckpts.glob("step-*.pt")) and (finetune_ckpts / "best.json").is_file()
     assert "prepare data done" in proc.stderr and "finetune/msrvtt_retrieval step" in proc.stderr
 
 
@@ -68,6 +70,10 @@ def test_smoke_logs_nested_mlflow_runs_with_metric_keys(smoke_output):
     assert params["protocol"] == "paper" and params["loss.intra_modal"] == "True"
     artifacts = [a.path for a in client.list_artifacts(children["evaluate/finetuned"].info.run_id)]
     assert "results.json" in artifacts
+    finetune = children["finetune/msrvtt_retrieval"]
+    assert finetune.data.tags["selection_split"] == "train_9k-heldout"  # paper protocol: never the test split
+    assert len(client.get_metric_history(finetune.info.run_id, "select/score")) == 4
+    assert children["pretrain"].data.tags["task"] == "audioset+howto100m"
 
 
 @pytest.mark.slow

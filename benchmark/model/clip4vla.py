@@ -115,6 +115,11 @@ class CLIP4VLA(nn.Module):
         """Names of parameters that are not CLIP encoder weights (they train at the full lr, spec §8)."""
         return [n for n, _ in self.named_parameters() if not n.startswith(("clip.", "audio.visual."))]
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the three towers' activations in backward (open_clip's switch, on both image towers)."""
+        self.clip.set_grad_checkpointing(enable)
+        self.audio.visual.set_grad_checkpointing(enable)
+
     def text_token_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, L] -> per-token states [B, L, D]: CLIP's causal text path cut to L positions (spec §2.1)."""
         clip = self.clip

@@ -68,6 +68,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # global gradient-norm clip
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a GradScaler (GPU)
     grad_checkpointing: bool = False  # recompute tower activations in backward: less memory, more time
+    param_groups: Literal["clean", "released"] | None = None  # lr / weight-decay groups (protocol), see train.py
     log_every: int = 10  # optimizer steps between logged training metrics
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
     eval_every: int = 0  # steps between model-selection evaluations; the best is kept and restored (0: none)
@@ -102,6 +103,9 @@ class RunConfig:
     device: str = "auto"  # "auto" = cuda when available, else cpu
     task: str = "msrvtt_retrieval"  # downstream task fine-tuned and evaluated
     pretrain_corpus: list[str] = field(default_factory=lambda: ["audioset", "howto100m"])
+    pretrain_mix: list[float] | None = None  # weight per pretrain_corpus entry; null: every item once per epoch
+    pretrain_epoch_size: int | None = None  # items per pre-training epoch with pretrain_mix (default: all items)
+    modalities: list[str] | None = None  # restrict the task's modalities, e.g. [text, video] = CLIP4Clip-meanP
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -122,6 +126,8 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "loss.symmetric_finetune": True,
         "model.supervise_pad": False,  # spec §6.4 [R]: ignore pads
         "eval.selection_split": "val",  # never select on the test set
+        "pretrain.param_groups": "clean",
+        "finetune.param_groups": "clean",
     },
     "released-code": {
         "model.type_pos_init_std": 1.0,  # spec §12 item 12: std-1 noise, as the authors' code
@@ -130,6 +136,8 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "loss.symmetric_finetune": False,  # spec §12 item 9
         "model.supervise_pad": True,  # spec §12 item 13: ignore_index -1 never matches PAD
         "eval.selection_split": "test",  # spec §10.1 / §12 item 14: the authors select on the test set
+        "pretrain.param_groups": "released",  # spec §8 / §12 item 23
+        "finetune.param_groups": "released",
     },
 }
 

@@ -63,12 +63,15 @@ def prepare_split(
 class ClipTensors:
     """Cache entry -> model inputs: CLIP-normalised frames and z-scored log-mel segments, padded and masked."""
 
-    def __init__(self, cache: MediaCache, cfg: DataConfig) -> None:
+    def __init__(self, cache: MediaCache, cfg: DataConfig, use_audio: bool = True) -> None:
         self.cache = cache
         self.cfg = cfg
+        self.use_audio = use_audio  # False: the no-audio ablation; segments stay zero-masked, never encoded
 
     def __call__(self, clip: Clip, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         entry = self.cache.load(clip)
+        if not self.use_audio:
+            entry["logmel"] = None
         out: dict[str, torch.Tensor] = {}
         frames = entry["frames"]
         out["frames"] = torch.zeros(self.cfg.max_frames, 3, video_fe.FRAME_SIZE, video_fe.FRAME_SIZE)
@@ -135,3 +138,37 @@ class ClipItems(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.tensors(self.split.clips[index])
+
+
+class MixedCorpus(Dataset):
+    """Pre-training corpora mixed by weight (spec §7.1 [R]: explicit ratio sampling).
+
+    Each epoch has `length` items, a share weight_k / sum(weights) from corpus k, read in a per-epoch
+    permutation of that corpus, cycled when it is shorter than its share. Deterministic for (seed, epoch).
+    The released code's mix is weights [1, 1] with length 2 x |AudioSet| (spec §7.1).
+    """
+
+    def __init__(self, parts: list[Dataset], weights: list[float], length: int, seed: int) -> None:
+        if len(weights) != len(parts) or any(w < 0 for w in weights) or not sum(weights):
+            raise ValueError("one non-negative weight per corpus, not all zero")
+        self.parts, self.weights, self.length, self.seed = parts, weights, length, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        shares = [round(self.length * w / sum(self.weights)) for w in self.weights]
+        shares[-1] = self.length - sum(shares[:-1])
+        self.index: list[tuple[int, int]] = []
+        for k, (part, share) in enumerate(zip(self.parts, shares, strict=True)):
+            order = torch.randperm(len(part), generator=torch.Generator().manual_seed(
+                hash((self.seed, epoch, k)) & 0x7FFFFFFF)).tolist()
+            self.index += [(k, order[i % len(order)]) for i in range(share)]
+        for part in self.parts:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        k, j = self.index[index]
+        return self.parts[k][j]

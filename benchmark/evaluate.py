@@ -12,6 +12,7 @@ from benchmark.metrics import clip_to_text_ranks, rank_metrics, text_to_clip_ran
 from benchmark.model import CLIP4VLA
 
 # direction -> (query side, candidate side); "text" rows are captions, the others are clips.
+NEEDS = {"video": {"video"}, "audio": {"audio"}, "fused": {"video", "audio"}, "text": set()}
 DIRECTIONS = {
     "t2v": ("text", "video"),
     "v2t": ("video", "text"),
@@ -73,3 +74,8 @@ def retrieval_metrics(enc: Encoded, directions: tuple[str, ...], ties: str) -> d
             ranks = clip_to_text_ranks(sim, enc.caption_clip, ties)
         metrics.update(rank_metrics(ranks, direction))
     return metrics
+
+
+def available(directions: tuple[str, ...], modalities: set[str]) -> tuple[str, ...]:
+    """The directions whose query and candidate need only `modalities`."""
+    return tuple(d for d in directions if all(NEEDS[side] <= modalities for side in DIRECTIONS[d]))

@@ -22,9 +22,9 @@ from torch.utils.data import ConcatDataset
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import RunConfig, flatten, to_dict
-from benchmark.data import CaptionPairs, ClipTensors, PreparedSplit, prepare_split
+from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, prepare_split
 from benchmark.errors import UserError
-from benchmark.evaluate import encode, retrieval_metrics
+from benchmark.evaluate import available, encode, retrieval_metrics
 from benchmark.losses import PretrainLoss, RetrievalLoss
 from benchmark.media.cache import MediaCache, Preprocessing
 from benchmark.media.text import Tokenizer
@@ -45,7 +45,8 @@ class Progress:
         self.start = time.perf_counter()
 
     def say(self, text: str) -> None:
-        log.info("[%6.1fs] %s", time.perf_counter() - self.start, text)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            log.info("[%6.1fs] %s", time.perf_counter() - self.start, text)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -111,10 +112,13 @@ class Reproduction:
         self.task = self.tasks.get(cfg.task)()
         self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
         self.prep = Preprocessing.of(cfg.data)
+        task_modalities = set(self.task.spec.modalities)
+        self.modalities = task_modalities & set(cfg.modalities) if cfg.modalities else task_modalities
+        self.directions = available(self.task.spec.directions, self.modalities)
         self.device = distributed.setup(resolve_device(cfg.device))
         self.rank = distributed.rank()
         self.cache = MediaCache(cache_dir(cfg), self.prep)
-        self.tensors = ClipTensors(self.cache, cfg.data)
+        self.tensors = ClipTensors(self.cache, cfg.data, use_audio="audio" in self.modalities)
         self.tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
         self.records: list[RunRecord] = []
         self.prepared: dict[tuple[str, str], Prepared] = {}
@@ -139,7 +143,7 @@ class Reproduction:
         distributed.barrier()
         if self.rank != 0:
             self.cache = MediaCache(cache_dir(self.cfg), self.prep)  # re-read the index rank 0 wrote
-            self.tensors = ClipTensors(self.cache, self.cfg.data)
+            self.tensors = ClipTensors(self.cache, self.cfg.data, use_audio="audio" in self.modalities)
             prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
         captions = [text for _, text in prepared.captions]
         tokens = self.tokenizer(captions) if captions else torch.zeros(0, self.cfg.data.max_words, dtype=torch.long)
@@ -176,7 +180,7 @@ class Reproduction:
             "captions_per_item": spec.captions_per_item, "preprocessing": self.prep.fingerprint(),
             "max_words": self.cfg.data.max_words, "max_audio_segments": self.cfg.data.max_audio_segments,
             "missing_audio": self.cfg.data.missing_audio, "ties": self.cfg.eval.ties, "protocol": self.cfg.protocol,
-            "selection_split": self.cfg.eval.selection_split,
+            "selection_split": self.cfg.eval.selection_split, "modalities": sorted(self.modalities),
         })
 
     # -- stages -------------------------------------------------------------------------------------------
@@ -195,7 +199,9 @@ class Reproduction:
                 self.load_init(model, Path(self.cfg.model.init))
         if "finetune" in stages:
             self.evaluate(model, test_set, "initial")
-        if corpus and self.cfg.pretrain.max_steps != 0:
+        if corpus and "audio" not in self.modalities:
+            self.progress.say("  no pre-training: its losses pair text and video with audio, which is switched off")
+        elif corpus and self.cfg.pretrain.max_steps != 0:
             self.pretrain(model, corpus)
             if "finetune" in stages:
                 self.evaluate(model, test_set, "pretrained")
@@ -226,19 +232,26 @@ class Reproduction:
         if mode != "off":
             model.audio.mode = "index"  # pre-training picks the row by corpus: 0 verbal, 1 non-verbal (spec §2.3)
         try:
-            self.train_stage("pretrain", model, ConcatDataset(pairs), PretrainLoss(self.cfg.loss), self.cfg.pretrain,
+            data = ConcatDataset(pairs)
+            if self.cfg.pretrain_mix:
+                if len(self.cfg.pretrain_mix) != len(pairs):
+                    raise UserError(f"pretrain_mix has {len(self.cfg.pretrain_mix)} weights for {len(pairs)} corpora")
+                data = MixedCorpus(pairs, self.cfg.pretrain_mix, self.cfg.pretrain_epoch_size or len(data),
+                                   self.cfg.seed)
+            self.train_stage("pretrain", model, data, PretrainLoss(self.cfg.loss), self.cfg.pretrain,
                              task="+".join(p.task.spec.name for p in corpus))
         finally:
             model.audio.mode = mode
 
     def finetune(self, model: CLIP4VLA, data: Prepared, selection: Prepared) -> None:
         pairs = CaptionPairs(data.split, self.tensors, data.tokens, augment=False, seed=self.cfg.seed)
-        loss = RetrievalLoss(self.cfg.loss, candidate_of(data.task.spec.modalities))
+        loss = RetrievalLoss(self.cfg.loss, candidate_of(tuple(self.modalities)))
         spec = data.task.spec
+        main = self.main_score()
 
         def select() -> float:
             encoded = encode(model, selection.split, self.tensors, selection.tokens, self.cfg.eval.batch_size)
-            return retrieval_metrics(encoded, spec.directions, self.cfg.eval.ties)[spec.main_score]
+            return retrieval_metrics(encoded, self.directions, self.cfg.eval.ties)[main]
 
         self.train_stage(f"finetune/{spec.name}", model, pairs, loss, self.cfg.finetune, task=spec.name,
                          select=select if self.cfg.finetune.eval_every else None,
@@ -251,7 +264,8 @@ class Reproduction:
                 "precision": train_cfg.precision, "global_batch": train_cfg.batch_size, **self._env_tags(),
                 **(tags or {})}
         checkpoints = Checkpointer(checkpoint_dir(self.out, name), train_cfg.keep_last,
-                                   extra={"config": to_dict(self.cfg), "stage": name})
+                                   extra={"config": to_dict(self.cfg), "stage": name,
+                                          "preprocessing_fingerprint": self.prep.fingerprint()})
         with self.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), self._run(name, tags) as run:
             run.log_params(flatten(to_dict(self.cfg)))
 
@@ -281,11 +295,11 @@ class Reproduction:
             begin = time.perf_counter()
             encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
                              self.cfg.data.workers)
-            metrics = retrieval_metrics(encoded, spec.directions, self.cfg.eval.ties)
+            metrics = retrieval_metrics(encoded, self.directions, self.cfg.eval.ties)
             run.log_metrics(metrics)
             record = RunRecord(
                 name=name, stage="evaluate", task=spec.name, task_version=spec.version, split=data.split_name,
-                metrics=metrics, main_score=spec.main_score, counts=data.split.counts, protocol=self.cfg.protocol,
+                metrics=metrics, main_score=self.main_score(), counts=data.split.counts, protocol=self.cfg.protocol,
                 protocol_fingerprint=self.protocol_fingerprint(data), seed=self.cfg.seed, config=to_dict(self.cfg),
                 environment=self.environment, wall_seconds=time.perf_counter() - begin,
                 extra={"label": label, "chance_R1": 100.0 / max(len(data.split.clips), 1),
@@ -295,7 +309,12 @@ class Reproduction:
                 run.log_artifact(record.save(self.out / "runs" / label / "results.json"))
             self.records.append(record)
             self.progress.say(f"  {label}: " + ", ".join(
-                f"{d}/R1 {metrics[f'{d}/R1']:.1f}" for d in spec.directions))
+                f"{d}/R1 {metrics[f'{d}/R1']:.1f}" for d in self.directions))
+
+    def main_score(self) -> str:
+        """The task's main score, or its first available direction's R@1 when an ablation removes a modality."""
+        spec = self.task.spec
+        return spec.main_score if spec.main_score.split("/")[0] in self.directions else f"{self.directions[0]}/R1"
 
     def _run(self, name: str, tags: dict):
         """A nested MLflow run on rank 0; elsewhere a run that records nothing."""

@@ -31,18 +31,31 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 GATHERED = ("text", "video", "audio", "audio_aug", "fused", "audio_mask")
 
 
-def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """open_clip's rule: gains, biases, LayerNorms and the logit scale are not decayed."""
+def no_weight_decay(name: str, param: torch.Tensor, rule: str) -> bool:
+    """`clean`: open_clip's rule (gains, biases, LayerNorms and the logit scale are not decayed). `released`:
+    the authors' name test for 'bias' / 'LayerNorm', which CLIP's `ln_*` never match (spec §8)."""
+    if rule == "released":
+        return "bias" in name or "LayerNorm" in name
     return param.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
 
 
+def is_encoder(name: str, rule: str, cross: bool) -> bool:
+    """Trains at lr·coef_lr. `clean`: CLIP and the audio tower. `released`: the "clip." parameters, plus the
+    audio tower only when the cross transformer exists (prep_optimizer_clip vs _s2, spec §8, §12 item 23)."""
+    if rule == "released" and not cross:
+        return name.startswith("clip.")
+    return name.startswith(("clip.", "audio.visual."))
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Encoders (CLIP and audio tower) at lr·coef_lr with weight decay; new modules at lr without (spec §8)."""
-    new = set(model.new_parameters())
+    """Encoders at lr·coef_lr with weight decay; new modules at lr without (spec §8)."""
+    rule = cfg.param_groups or "clean"
+    cross = getattr(model, "cross", None) is not None
     groups: dict[tuple[bool, bool], list[torch.Tensor]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            groups.setdefault((name in new, no_weight_decay(name, param)), []).append(param)
+            key = (not is_encoder(name, rule, cross), no_weight_decay(name, param, rule))
+            groups.setdefault(key, []).append(param)
     out = []
     for (is_new, no_decay), params in sorted(groups.items()):
         lr = cfg.lr if is_new else cfg.lr * cfg.coef_lr

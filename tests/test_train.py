@@ -62,3 +62,44 @@ def test_the_best_checkpoint_survives_pruning(tmp_path):
     for step, score in [(1, 0.5), (2, 0.9), (3, 0.1), (4, 0.2)]:
         ckpt.save(step, {"x": torch.tensor(step)}, score=score)
     assert ckpt.steps() == [2, 4] and ckpt.best() == ckpt.path(2)
+
+
+def test_pretraining_mix_follows_the_weights_and_is_deterministic():
+    from benchmark.data import MixedCorpus
+
+    audioset, howto = list(range(10)), list(range(100, 103))
+    mixed = MixedCorpus([audioset, howto], [1.0, 1.0], length=20, seed=0)  # the released 1:1, 2 x |AudioSet|
+    items = [mixed[i] for i in range(len(mixed))]
+    assert sum(i < 100 for i in items) == 10 and sum(i >= 100 for i in items) == 10  # HowTo cycled
+    assert sorted(i for i in items if i < 100) == audioset  # every AudioSet item once per epoch
+    again = MixedCorpus([audioset, howto], [1.0, 1.0], length=20, seed=0)
+    assert [again[i] for i in range(20)] == items
+    mixed.set_epoch(1)
+    assert [mixed[i] for i in range(20)] != items
+
+
+def _group_of(model, cfg, name):
+    from benchmark.train import param_groups
+
+    param = dict(model.named_parameters())[name]
+    return next(g for g in param_groups(model, cfg) if any(p is param for p in g["params"]))
+
+
+@pytest.mark.parametrize(
+    ("protocol", "fusion", "ln_decay", "audio_lr", "audio_decay"),
+    [
+        ("paper", "feat_avg", 0.0, 1e-3 * 2e-4, 0.2),
+        ("released-code", "feat_avg", 0.2, 1e-3, 0.0),  # prep_optimizer_clip: the audio tower is a "new" module
+        ("released-code", "loose_seq", 0.2, 1e-3 * 2e-4, 0.2),  # prep_optimizer_clip_s2
+    ],
+)
+def test_parameter_groups_by_protocol(protocol, fusion, ln_decay, audio_lr, audio_decay):
+    from benchmark.config import load_config
+
+    model, _ = tiny_model(0, f"protocol={protocol}", f"model.fusion={fusion}", "model.cross_layers=2")
+    cfg = load_config({}, [f"protocol={protocol}", "finetune.lr=1e-3", "finetune.coef_lr=2e-4"]).finetune
+    assert _group_of(model, cfg, "clip.ln_final.weight")["weight_decay"] == ln_decay
+    audio = _group_of(model, cfg, "audio.visual.transformer.resblocks.0.mlp.c_fc.weight")
+    assert audio["lr"] == pytest.approx(audio_lr) and audio["weight_decay"] == audio_decay
+    type_group = _group_of(model, cfg, "audio.type_embedding")
+    assert type_group["lr"] == pytest.approx(1e-3) and type_group["weight_decay"] == 0.0

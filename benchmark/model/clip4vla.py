@@ -111,10 +111,6 @@ class CLIP4VLA(nn.Module):
     def embed_dim(self) -> int:
         return self.clip.text_projection.shape[-1]
 
-    def new_parameters(self) -> list[str]:
-        """Names of parameters that are not CLIP encoder weights (they train at the full lr, spec §8)."""
-        return [n for n, _ in self.named_parameters() if not n.startswith(("clip.", "audio.visual."))]
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the three towers' activations in backward (open_clip's switch, on both image towers)."""
         self.clip.set_grad_checkpointing(enable)

@@ -99,7 +99,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise UserError(f"unknown perf model '{unknown[0]}' (known: {', '.join(CASES)})")
-    (perf_model if args.what == "model" else perf_train)(cases, args.iters)
+    if args.what == "model":
+        perf_model(cases, args.iters)
+    else:
+        perf_train(cases, args.iters, tuple(args.precisions.split(",")))
     return 0
 
 
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=160, help="perf data: generated MSR-VTT clips")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
     p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--precisions", default="fp32,bf16", help="perf train: comma-separated fp32, bf16")
     p.set_defaults(func=cmd_perf)
     return parser
 

@@ -28,11 +28,14 @@ CASES = {"tiny": "tiny-clip4vla", "vit-b-32": "ViT-B-32-quickgelu"}
 FRAMES, SEGMENTS = (10, 12, 11, 8), (16, 9, 12, 6)
 
 
-def _batch(max_frames: int = 12, max_segments: int = 16) -> dict[str, torch.Tensor]:
+def _batch(max_frames: int = 12, max_segments: int = 16, encode_padding: bool = False) -> dict[str, torch.Tensor]:
+    """MSR-VTT-like inputs; `encode_padding` marks padding as real, which is the work the authors' code does."""
     torch.manual_seed(0)
     n = len(FRAMES)
     frame_mask = (torch.arange(max_frames)[None] < torch.tensor(FRAMES)[:, None]).float()
     audio_mask = (torch.arange(max_segments)[None] < torch.tensor(SEGMENTS)[:, None]).float()
+    if encode_padding:
+        frame_mask, audio_mask = torch.ones_like(frame_mask), torch.ones_like(audio_mask)
     return {
         "tokens": torch.randint(1, 49000, (n, 32)).index_fill_(1, torch.tensor([31]), 49407),
         "frames": torch.randn(n, max_frames, 3, 224, 224), "frame_mask": frame_mask,
@@ -42,7 +45,7 @@ def _batch(max_frames: int = 12, max_segments: int = 16) -> dict[str, torch.Tens
 
 
 def run_case(case: str, attention: str, iters: int, precision: str = "fp32", checkpointing: bool = False,
-             optimizer_step: bool = False) -> dict[str, float]:
+             optimizer_step: bool = False, encode_padding: bool = False) -> dict[str, float]:
     """Time `iters` fine-tune steps after one warm-up step, in this process: forward + backward, and with
     `optimizer_step` the AdamW step too (the training loop's foreach/fused AdamW, spec §8)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -57,7 +60,7 @@ def run_case(case: str, attention: str, iters: int, precision: str = "fp32", che
     model.set_grad_checkpointing(checkpointing)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.finetune), betas=(0.9, 0.98), eps=1e-6)
     loss_fn = RetrievalLoss(cfg.loss, "fused")
-    batch = _batch()
+    batch = _batch(encode_padding=encode_padding)
     backends = [SDPBackend.MATH] if attention == "math" else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
@@ -79,8 +82,9 @@ def run_case(case: str, attention: str, iters: int, precision: str = "fp32", che
     }
 
 
-def _child(case: str, attention: str, iters: int, precision: str, checkpointing: bool, step: bool) -> dict:
-    args = [case, attention, str(iters), precision, str(int(checkpointing)), str(int(step))]
+def _child(case: str, attention: str, iters: int, precision: str, checkpointing: bool, step: bool,
+           encode_padding: bool = False) -> dict:
+    args = [case, attention, str(iters), precision, str(int(checkpointing)), str(int(step)), str(int(encode_padding))]
     proc = subprocess.run([sys.executable, "-m", "benchmark.perf", *args], capture_output=True, text=True,
                           check=False)
     if proc.returncode != 0:
@@ -102,13 +106,18 @@ def perf_model(cases: list[str], iters: int) -> list[dict]:
     return rows
 
 
-def perf_train(cases: list[str], iters: int) -> list[dict]:
-    """Whole training steps (forward, backward, AdamW) per (model, precision, attention, checkpointing)."""
+def perf_train(cases: list[str], iters: int, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[dict]:
+    """Whole training steps (forward, backward, AdamW) per (model, precision, attention, checkpointing), and
+    a last row per model that also encodes the padding: the same numerics doing the authors' amount of work."""
     rows = []
     print("| model | precision | attention | grad checkpointing | train step s/sample | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for case in cases:
-        for precision in ("fp32", "bf16"):
+        baseline = _child(case, "sdpa", iters, "fp32", False, True, encode_padding=True)
+        rows.append({"model": case, "padding_encoded": True, **baseline})
+        print(f"| {case} | fp32 | sdpa | off, **padding encoded** (the authors' work) | "
+              f"{baseline['seconds_per_sample']:.3f} | {baseline['peak_rss_mb']:.0f} |", flush=True)
+        for precision in precisions:
             for attention in ("sdpa", "math"):
                 for checkpointing in (False, True):
                     row = {"model": case, "precision": precision, "attention": attention,
@@ -169,6 +178,7 @@ if __name__ == "__main__":  # one case, in a child process of perf_model
     parser.add_argument("precision", choices=("fp32", "bf16"))
     parser.add_argument("checkpointing", type=int)
     parser.add_argument("step", type=int)
+    parser.add_argument("encode_padding", type=int)
     args = parser.parse_args()
     print(json.dumps(run_case(args.case, args.attention, args.iters, args.precision, bool(args.checkpointing),
-                              bool(args.step))))
+                              bool(args.step), bool(args.encode_padding))))

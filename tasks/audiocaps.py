@@ -31,31 +31,30 @@ def load_split(root: Path, split: str, audio_template: str | None) -> list[Clip]
     return out
 
 
-@register_task("audiocaps_retrieval")
-class AudioCapsRetrieval(Task):
-    """Text-audio retrieval: train 49,838 clips x 1 caption; test 975 clips x 5 captions."""
-
-    spec = TaskSpec(
-        name="audiocaps_retrieval", version="1.0", dataset="AudioCaps", data_dir="audiocaps", kind="retrieval",
+def audiocaps_spec(name: str, kind: str, directions: tuple[str, ...], main_score: str) -> TaskSpec:
+    """Both AudioCaps tasks read the same splits; they differ in kind, directions and main score."""
+    return TaskSpec(
+        name=name, version="1.0", dataset="AudioCaps", data_dir="audiocaps", kind=kind,
         splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
-        modalities=("text", "audio"),
-        directions=("t2a", "a2t"), captions_per_item=5, main_score="t2a/R1", reference=REFERENCE,
+        modalities=("text", "audio"), directions=directions, captions_per_item=5, main_score=main_score,
+        reference=REFERENCE,
     )
 
+
+class AudioCapsTask(Task):
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
         return load_split(root, split, audio_template)
+
+
+@register_task("audiocaps_retrieval")
+class AudioCapsRetrieval(AudioCapsTask):
+    """Text-audio retrieval: train 49,838 clips x 1 caption; test 975 clips x 5 captions."""
+
+    spec = audiocaps_spec("audiocaps_retrieval", "retrieval", ("t2a", "a2t"), "t2a/R1")
 
 
 @register_task("audiocaps_caption")
-class AudioCapsCaption(Task):
+class AudioCapsCaption(AudioCapsTask):
     """Audio captioning: train with 1 caption per clip; val/test scored against 5 references."""
 
-    spec = TaskSpec(
-        name="audiocaps_caption", version="1.0", dataset="AudioCaps", data_dir="audiocaps", kind="caption",
-        splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
-        modalities=("text", "audio"),
-        directions=(), captions_per_item=5, main_score="CIDEr", reference=REFERENCE,
-    )
-
-    def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
-        return load_split(root, split, audio_template)
+    spec = audiocaps_spec("audiocaps_caption", "caption", (), "CIDEr")

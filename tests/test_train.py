@@ -103,3 +103,15 @@ def test_parameter_groups_by_protocol(protocol, fusion, ln_decay, audio_lr, audi
     assert audio["lr"] == pytest.approx(audio_lr) and audio["weight_decay"] == audio_decay
     type_group = _group_of(model, cfg, "audio.type_embedding")
     assert type_group["lr"] == pytest.approx(1e-3) and type_group["weight_decay"] == 0.0
+
+
+def test_bf16_autocast_trains_on_cpu():
+    model, cfg = tiny_model(0)
+    before = model.clip.visual.conv1.weight.detach().clone()
+    losses = []
+    train(model, RetrievalLoss(cfg.loss, "fused"), ClassPairs(8),
+          train_config("finetune.max_steps=2", "finetune.precision=bf16"), seed=0,
+          log=lambda metrics, step: losses.append(metrics["train/loss"]))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert model.clip.visual.conv1.weight.dtype == torch.float32  # fp32 master weights
+    assert not torch.equal(model.clip.visual.conv1.weight, before)

@@ -90,10 +90,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     """Print a benchmark table (results are recorded in README's performance section)."""
-    from benchmark.perf import CASES, perf_data, perf_model, perf_train
+    from benchmark.perf import CASES, perf_data, perf_metrics, perf_model, perf_train
 
     if args.what == "data":
         perf_data(args.clips)
+        return 0
+    if args.what == "metrics":
+        perf_metrics()
         return 0
     cases = args.models.split(",")
     unknown = [c for c in cases if c not in CASES]
@@ -153,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "
-                         "'train' = whole steps, fp32/bf16, SDPA/math, checkpointing; 'data' = decode and read")
-    p.add_argument("what", choices=("model", "train", "data"))
+                         "'train' = whole steps, fp32/bf16, SDPA/math, checkpointing; 'data' = decode and read; "
+                         "'metrics' = scoring time at VATEX and AudioCaps size")
+    p.add_argument("what", choices=("model", "train", "data", "metrics"))
     p.add_argument("--clips", type=int, default=160, help="perf data: generated MSR-VTT clips")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
     p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")

@@ -88,6 +88,9 @@ class EvalConfig:
     batch_size: int = 64
     ties: Literal["average", "optimistic", "pessimistic"] = "average"  # rank of tied scores (spec §10.1)
     selection_split: Literal["val", "test"] | None = None  # model selection split (protocol)
+    postprocess: Literal["none", "dual_softmax", "inverted_softmax"] = "none"  # recorded in the fingerprint
+    postprocess_temperature: float = 0.01
+    bootstrap: int = 1000  # resamples of the test queries for 95% intervals (0: none)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmark.data import ClipItems, ClipTensors, PreparedSplit
-from benchmark.metrics import clip_to_text_ranks, rank_metrics, text_to_clip_ranks
+from benchmark.metrics import clip_to_text_ranks, postprocess, rank_metrics, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
 
 # direction -> (query side, candidate side); "text" rows are captions, the others are clips.
@@ -61,19 +61,42 @@ def encode(
     return Encoded(torch.cat(text), caption_clip, {k: torch.cat(v) for k, v in parts.items()})
 
 
-def retrieval_metrics(enc: Encoded, directions: tuple[str, ...], ties: str) -> dict[str, float]:
-    """{direction/metric: value} for each direction (spec §10.1 plus v2t/a2t/va2t and MnR)."""
-    metrics: dict[str, float] = {}
+@dataclass
+class Scored:
+    """One direction's result: 0-based ranks per query and each query's 10 best candidates (indices)."""
+
+    ranks: torch.Tensor
+    top10: torch.Tensor
+
+
+def score_directions(enc: Encoded, directions: tuple[str, ...], ties: str, audio_valid: torch.Tensor | None = None,
+                     post: str = "none", temperature: float = 0.01) -> dict[str, Scored]:
+    """Similarity matrix, optional post-processing and ranks for each direction (spec §10.1 plus v2t/a2t/va2t).
+
+    `audio_valid` [N clips] (the `miss` policy): clips without audio miss in every direction that needs audio.
+    """
+    out = {}
+    text_sims: dict[str, torch.Tensor] = {}  # one matrix per clip feature serves both directions
     for direction in directions:
         query, candidate = DIRECTIONS[direction]
+        clip_side = candidate if query == "text" else query
+        if clip_side not in text_sims:
+            text_sims[clip_side] = enc.text @ enc.clips[clip_side].t()
+        valid = audio_valid if audio_valid is not None and "audio" in NEEDS[query] | NEEDS[candidate] else None
         if query == "text":
-            sim = enc.text @ enc.clips[candidate].t()
-            ranks = text_to_clip_ranks(sim, enc.caption_clip, ties)
+            sim = postprocess(text_sims[clip_side], post, temperature)
+            ranks = text_to_clip_ranks(sim, enc.caption_clip, ties, valid)
         else:
-            sim = enc.clips[query] @ enc.text.t()
-            ranks = clip_to_text_ranks(sim, enc.caption_clip, ties)
-        metrics.update(rank_metrics(ranks, direction))
-    return metrics
+            sim = postprocess(text_sims[clip_side].t(), post, temperature)
+            ranks = clip_to_text_ranks(sim, enc.caption_clip, ties, valid)
+        out[direction] = Scored(ranks, sim.topk(min(10, sim.shape[1]), dim=1).indices)
+    return out
+
+
+def retrieval_metrics(enc: Encoded, directions: tuple[str, ...], ties: str) -> dict[str, float]:
+    """{direction/metric: value} for each direction, without post-processing or missing items."""
+    scored = score_directions(enc, directions, ties)
+    return {k: v for d, s in scored.items() for k, v in rank_metrics(s.ranks, d).items()}
 
 
 def available(directions: tuple[str, ...], modalities: set[str]) -> tuple[str, ...]:

@@ -6,11 +6,14 @@ Conventions (documented in README):
   same clip never count against it, because the best one is ranked above them).
 - ranks are 0-based; ties are `average` (the authors' t2v_metrics: the mean of the tied positions),
   `optimistic` or `pessimistic`. R@K = % of queries with rank < K; MdR = median + 1; MnR = mean + 1.
+- missing items (the `miss` policy): a clip that lacks a modality can never be retrieved, and a query whose
+  clip lacks it gets the worst rank, so it counts as a miss.
+- post-processing (off by default, recorded when on): dual softmax (CAMoE) re-weights each score by a softmax
+  over the queries; inverted softmax (Bogolin et al.) normalises each candidate's scores over the queries.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 RECALL_AT = (1, 5, 10)
@@ -27,29 +30,75 @@ def _tie_adjusted(greater: torch.Tensor, equal_others: torch.Tensor, ties: str) 
     raise ValueError(f"unknown tie rule '{ties}'")
 
 
-def text_to_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average") -> torch.Tensor:
-    """sim [Q captions, N clips], caption_clip [Q] -> 0-based rank of each caption's clip, float64 [Q]."""
-    sim = sim.double()
+def postprocess(sim: torch.Tensor, method: str, temperature: float) -> torch.Tensor:
+    """sim [queries, candidates] -> re-scored similarities; `none` returns it unchanged."""
+    if method == "none":
+        return sim
+    prior = torch.softmax(sim / temperature, dim=0)  # over the queries, for each candidate
+    if method == "dual_softmax":
+        return sim * prior
+    if method == "inverted_softmax":
+        return prior
+    raise ValueError(f"unknown post-processing '{method}'")
+
+
+def text_to_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average",
+                       clip_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """sim [Q captions, N clips], caption_clip [Q] -> 0-based rank of each caption's clip, float64 [Q].
+
+    `clip_valid` [N] bool: clips without the compared modality are never retrieved and their captions miss.
+    """
+    if clip_valid is not None:
+        sim = sim.masked_fill(~clip_valid.view(1, -1), float("-inf"))
     target = sim.gather(1, caption_clip.view(-1, 1))
     greater = (sim > target).sum(1).double()
     equal = (sim == target).sum(1).double() - 1
-    return _tie_adjusted(greater, equal, ties)
+    ranks = _tie_adjusted(greater, equal, ties)
+    if clip_valid is not None:
+        ranks[~clip_valid[caption_clip]] = float(sim.shape[1])  # worse than any real rank: a miss
+    return ranks
 
 
-def clip_to_text_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average") -> torch.Tensor:
+def clip_to_text_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average",
+                       clip_valid: torch.Tensor | None = None) -> torch.Tensor:
     """sim [N clips, Q captions], caption_clip [Q] -> 0-based rank of each clip's best caption, float64 [N]."""
-    sim = sim.double()
-    own = caption_clip.view(1, -1) == torch.arange(sim.shape[0]).view(-1, 1)  # [N, Q]
-    best = sim.masked_fill(~own, float("-inf")).amax(1, keepdim=True)
+    own = sim[caption_clip, torch.arange(sim.shape[1])]  # each caption's score from its own clip, [Q]
+    best = torch.full((sim.shape[0],), float("-inf"), dtype=sim.dtype).scatter_reduce(0, caption_clip, own, "amax")
+    best = best.view(-1, 1)
     greater = (sim > best).sum(1).double()
     equal = (sim == best).sum(1).double() - 1
-    return _tie_adjusted(greater, equal, ties)
+    ranks = _tie_adjusted(greater, equal, ties)
+    if clip_valid is not None:
+        ranks[~clip_valid] = float(sim.shape[1])
+    return ranks
 
 
 def rank_metrics(ranks: torch.Tensor, prefix: str) -> dict[str, float]:
     """0-based ranks -> {prefix/R1, R5, R10 (percent), MdR, MnR}."""
-    r = ranks.cpu().numpy()
-    out = {f"{prefix}/R{k}": float(100.0 * np.mean(r < k)) for k in RECALL_AT}
-    out[f"{prefix}/MdR"] = float(np.median(r) + 1)
-    out[f"{prefix}/MnR"] = float(np.mean(r) + 1)
+    return {f"{prefix}/{k}": float(v) for k, v in _recalls_and_ranks(ranks.cpu()).items()}
+
+
+def _recalls_and_ranks(ranks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Metrics over the last dimension of `ranks` (any leading batch shape), as tensors."""
+    out = {f"R{k}": 100.0 * (ranks < k).double().mean(-1) for k in RECALL_AT}
+    ordered, n = ranks.double().sort(dim=-1).values, ranks.shape[-1]
+    out["MdR"] = (ordered[..., (n - 1) // 2] + ordered[..., n // 2]) / 2 + 1  # np.median: mean of the middle two
+    out["MnR"] = ranks.double().mean(-1) + 1
     return out
+
+
+def bootstrap_ci(ranks: torch.Tensor, prefix: str, resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                 baseline: torch.Tensor | None = None) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap over queries: {prefix/metric: (low, high)}.
+
+    With `baseline` (ranks of another run on the same queries), the same resampled queries score both runs and
+    the interval is for the paired difference (this run minus the baseline).
+    """
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, ranks.shape[0], (resamples, ranks.shape[0]), generator=g)
+    stats = _recalls_and_ranks(ranks[index])
+    if baseline is not None:
+        base = _recalls_and_ranks(baseline[index])
+        stats = {k: v - base[k] for k, v in stats.items()}
+    alpha = (1 - level) / 2
+    return {f"{prefix}/{k}": (float(v.quantile(alpha)), float(v.quantile(1 - alpha))) for k, v in stats.items()}

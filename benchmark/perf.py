@@ -170,6 +170,40 @@ def perf_data(n_videos: int, workers: int = 2) -> list[dict]:
     return rows
 
 
+def perf_metrics(resamples: int = 1000) -> list[dict]:
+    """Time scoring at VATEX size (15,000 captions x 1,500 clips) and AudioCaps size (4,875 x 975): one
+    similarity matrix in both directions (t2v and v2t: matrix product, ranks, R@K/MdR/MnR, top-10), the same with
+    `resamples` bootstrap resamples per direction, and all six directions (three matrices)."""
+    from benchmark.evaluate import DIRECTIONS, Encoded, score_directions
+    from benchmark.metrics import bootstrap_ci, rank_metrics
+
+    def timed(enc: Encoded, directions: tuple[str, ...], boot: int) -> float:
+        start = time.perf_counter()
+        for d, sc in score_directions(enc, directions, "average").items():
+            rank_metrics(sc.ranks, d)
+            if boot:
+                bootstrap_ci(sc.ranks, d, boot)
+        return time.perf_counter() - start
+
+    rows = []
+    print(f"| split size | captions x clips | t2v + v2t (s) | t2v + v2t with {resamples} resamples (s) | "
+          "all six directions (s) |")
+    print("|---|---|---|---|---|")
+    for name, clips, per_clip in (("VATEX", 1500, 10), ("AudioCaps", 975, 5)):
+        g = torch.Generator().manual_seed(0)
+        text, video, audio, fused = (torch.nn.functional.normalize(torch.randn(n, 512, generator=g), dim=-1)
+                                     for n in (clips * per_clip, clips, clips, clips))
+        enc = Encoded(text, torch.arange(clips).repeat_interleave(per_clip),
+                      {"video": video, "audio": audio, "fused": fused})
+        timed(enc, ("t2v",), 0)  # warm-up
+        row = {"split": name, "shape": f"{clips * per_clip} x {clips}", "one_matrix": timed(enc, ("t2v", "v2t"), 0),
+               "bootstrap": timed(enc, ("t2v", "v2t"), resamples), "all": timed(enc, tuple(DIRECTIONS), 0)}
+        rows.append(row)
+        print(f"| {name} | {row['shape']} | {row['one_matrix']:.2f} | {row['bootstrap']:.2f} | {row['all']:.2f} |",
+              flush=True)
+    return rows
+
+
 if __name__ == "__main__":  # one case, in a child process of perf_model
     parser = argparse.ArgumentParser()
     parser.add_argument("case", choices=sorted(CASES))

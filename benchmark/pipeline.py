@@ -24,10 +24,11 @@ from benchmark.checkpoint import Checkpointer
 from benchmark.config import RunConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, prepare_split
 from benchmark.errors import UserError
-from benchmark.evaluate import available, encode, retrieval_metrics
+from benchmark.evaluate import Scored, available, encode, retrieval_metrics, score_directions
 from benchmark.losses import PretrainLoss, RetrievalLoss
 from benchmark.media.cache import MediaCache, Preprocessing
 from benchmark.media.text import Tokenizer
+from benchmark.metrics import bootstrap_ci, rank_metrics
 from benchmark.model import CLIP4VLA, build_model
 from benchmark.records import RunRecord, fingerprint, git_state, package_versions
 from benchmark.registry import load_tasks
@@ -77,6 +78,25 @@ def candidate_of(modalities: tuple[str, ...]) -> str:
     if "video" in modalities and "audio" in modalities:
         return "fused"
     return "audio" if "audio" in modalities else "video"
+
+
+def write_query_records(scored: dict[str, Scored], data: Prepared, path: Path) -> Path:
+    """Per query and direction: its rank and top-10 ids, so runs can be compared query by query (CSV)."""
+    import pandas as pd
+
+    clip_ids = [c.id for c in data.split.clips]
+    captions = data.split.captions
+    rows = []
+    for direction, sc in scored.items():
+        from_text = direction.startswith("t2")
+        for q, (rank, top) in enumerate(zip(sc.ranks.tolist(), sc.top10.tolist(), strict=True)):
+            target = clip_ids[captions[q][0]] if from_text else clip_ids[q]
+            top_ids = [clip_ids[i] for i in top] if from_text else [clip_ids[captions[i][0]] for i in top]
+            rows.append({"direction": direction, "query": q, "clip": target, "rank": rank,
+                         "caption": captions[q][1] if from_text else "", "top10": " ".join(top_ids)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
 
 
 def cache_dir(cfg: RunConfig) -> Path:
@@ -181,6 +201,7 @@ class Reproduction:
             "max_words": self.cfg.data.max_words, "max_audio_segments": self.cfg.data.max_audio_segments,
             "missing_audio": self.cfg.data.missing_audio, "ties": self.cfg.eval.ties, "protocol": self.cfg.protocol,
             "selection_split": self.cfg.eval.selection_split, "modalities": sorted(self.modalities),
+            "postprocess": self.cfg.eval.postprocess,
         })
 
     # -- stages -------------------------------------------------------------------------------------------
@@ -295,16 +316,30 @@ class Reproduction:
             begin = time.perf_counter()
             encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
                              self.cfg.data.workers)
-            metrics = retrieval_metrics(encoded, self.directions, self.cfg.eval.ties)
+            audio_valid = None
+            if self.cfg.data.missing_audio == "miss":
+                audio_valid = torch.tensor([data.split.has_audio[c.id] for c in data.split.clips])
+            scored = score_directions(encoded, self.directions, self.cfg.eval.ties, audio_valid,
+                                      self.cfg.eval.postprocess, self.cfg.eval.postprocess_temperature)
+            metrics = {k: v for d, sc in scored.items() for k, v in rank_metrics(sc.ranks, d).items()}
+            intervals = {}
+            if self.cfg.eval.bootstrap:
+                for d, sc in scored.items():
+                    intervals.update(bootstrap_ci(sc.ranks, d, self.cfg.eval.bootstrap, self.cfg.seed))
             run.log_metrics(metrics)
+            run.log_metrics({f"ci95/{k}/{end}": v for k, (low, high) in intervals.items()
+                             for end, v in (("low", low), ("high", high))})
             record = RunRecord(
                 name=name, stage="evaluate", task=spec.name, task_version=spec.version, split=data.split_name,
                 metrics=metrics, main_score=self.main_score(), counts=data.split.counts, protocol=self.cfg.protocol,
                 protocol_fingerprint=self.protocol_fingerprint(data), seed=self.cfg.seed, config=to_dict(self.cfg),
                 environment=self.environment, wall_seconds=time.perf_counter() - begin,
                 extra={"label": label, "chance_R1": 100.0 / max(len(data.split.clips), 1),
-                       "selection_split": self.cfg.eval.selection_split},
+                       "selection_split": self.cfg.eval.selection_split, "ci95": intervals,
+                       "bootstrap_resamples": self.cfg.eval.bootstrap},
             )
+            if self.rank == 0:
+                run.log_artifact(write_query_records(scored, data, self.out / "runs" / label / "queries.csv"))
             if self.rank == 0:
                 run.log_artifact(record.save(self.out / "runs" / label / "results.json"))
             self.records.append(record)

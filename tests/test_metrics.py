@@ -28,3 +28,71 @@ def test_rank_metrics_golden():
     metrics = rank_metrics(torch.tensor([0.0, 0.0, 4.0, 9.0, 20.0]), "t2v")
     assert metrics == pytest.approx({"t2v/R1": 40.0, "t2v/R5": 60.0, "t2v/R10": 80.0, "t2v/MdR": 5.0,
                                      "t2v/MnR": 7.6})
+
+
+def test_missing_items_count_as_misses():
+    sim = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.8, 0.3], [0.2, 0.9, 0.7]])
+    gt = torch.tensor([0, 1, 2])
+    valid = torch.tensor([True, False, True])  # clip 1 has no audio
+    ranks = text_to_clip_ranks(sim, gt, clip_valid=valid)
+    assert ranks.tolist() == [0.0, 3.0, 0.0]  # caption 1 misses; clip 1 no longer outranks clip 2 for caption 2
+    assert clip_to_text_ranks(sim.t(), gt, clip_valid=valid).tolist() == [0.0, 3.0, 0.0]
+
+
+def _plain_ranks(sim, caption_clip):
+    """An independent implementation: sort each row and average the positions of tied scores."""
+    out = []
+    for q, row in enumerate(sim.tolist()):
+        target = row[caption_clip[q]]
+        positions = [i for i, v in enumerate(sorted(row, reverse=True)) if v == target]
+        out.append(sum(positions) / len(positions))
+    return out
+
+
+def test_metrics_equal_a_plain_implementation_on_random_matrices():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        sim = torch.randint(0, 6, (40, 9), generator=g).float()  # many ties
+        caption_clip = torch.randint(0, 9, (40,), generator=g)
+        assert text_to_clip_ranks(sim, caption_clip).tolist() == _plain_ranks(sim, caption_clip)
+        ranks = text_to_clip_ranks(sim, caption_clip)
+        plain = _plain_ranks(sim, caption_clip)
+        expected_median = sorted(plain)[19] / 2 + sorted(plain)[20] / 2 + 1
+        assert rank_metrics(ranks, "t2v")["t2v/MdR"] == pytest.approx(expected_median)
+        assert rank_metrics(ranks, "t2v")["t2v/R5"] == pytest.approx(100 * sum(r < 5 for r in plain) / 40)
+
+
+def test_dual_softmax_changes_scores_only_when_asked():
+    from benchmark.metrics import postprocess
+
+    # caption 1 prefers clip 0 (0.85 > 0.8), but caption 0 claims clip 0 more strongly: the dual softmax,
+    # a prior over the queries, gives clip 1 back to caption 1
+    sim, gt = torch.tensor([[0.9, 0.2], [0.85, 0.8]]), torch.tensor([0, 1])
+    assert torch.equal(postprocess(sim, "none", 0.05), sim)
+    assert text_to_clip_ranks(sim, gt).tolist() == [0.0, 1.0]
+    assert text_to_clip_ranks(postprocess(sim, "dual_softmax", 0.05), gt).tolist() == [0.0, 0.0]
+
+
+def test_bootstrap_interval_covers_the_true_value_at_its_nominal_rate():
+    from benchmark.metrics import bootstrap_ci
+
+    g = torch.Generator().manual_seed(1)
+    true_r1 = 30.0
+    covered = 0
+    trials = 200
+    for t in range(trials):
+        ranks = torch.where(torch.rand(300, generator=g) < true_r1 / 100, 0.0, 5.0).double()
+        low, high = bootstrap_ci(ranks, "t2v", resamples=400, seed=t)["t2v/R1"]
+        covered += low <= true_r1 <= high
+    assert 0.90 <= covered / trials <= 0.99, covered / trials
+
+
+def test_paired_bootstrap_of_identical_runs_is_zero_and_of_a_better_run_is_positive():
+    from benchmark.metrics import bootstrap_ci
+
+    g = torch.Generator().manual_seed(2)
+    base = torch.randint(0, 20, (500,), generator=g).double()
+    assert bootstrap_ci(base, "t2v", 200, baseline=base)["t2v/R1"] == (0.0, 0.0)
+    better = torch.where(torch.rand(500, generator=g) < 0.3, torch.zeros(500, dtype=torch.float64), base)
+    low, high = bootstrap_ci(better, "t2v", 500, baseline=base)["t2v/R1"]
+    assert 0 < low < high

@@ -69,7 +69,8 @@ def _reproduce(args: argparse.Namespace, stages: tuple[str, ...], extra: list[st
     cfg = load_config(read_yaml(config) if config else {}, [*extra, *args.overrides])
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    reproduce(cfg, out, config.stem if config else "-".join(stages), Progress(), stages, args.resume)
+    reproduce(cfg, out, config.stem if config else "-".join(stages), Progress(), stages,
+              getattr(args, "resume", False))
     return 0
 
 
@@ -81,6 +82,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Pre-train on the corpora (pretrain_corpus); checkpoints in OUT/checkpoints/pretrain."""
     return _reproduce(args, ("pretrain",), [])
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score TASK's test split with a checkpoint, or zero-shot with the configured CLIP weights."""
+    init = [f"model.init={Path(args.checkpoint).resolve()}"] if args.checkpoint else []
+    return _reproduce(args, ("evaluate",), [f"task={args.task}", *init])
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -142,16 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", cmd_run, "pre-train, fine-tune and evaluate one task from a config file"),
         ("pretrain", cmd_pretrain, "pre-train on AudioSet + HowTo100M (pretrain_corpus)"),
         ("finetune", cmd_finetune, "fine-tune one task with model selection, then evaluate it"),
+        ("evaluate", cmd_evaluate, "score a task's test split with a checkpoint, or zero-shot from CLIP weights"),
     ):
         p = verbs.add_parser(verb, help=text)
-        if verb == "finetune":
-            p.add_argument("task", help="a retrieval task (see `clip4vla tasks`)")
+        if verb in ("finetune", "evaluate"):
+            p.add_argument("task", help="a retrieval or captioning task (see `clip4vla tasks`)")
+        if verb == "evaluate":
+            p.add_argument("--checkpoint", help="a CLIP4VLA checkpoint or a stage's checkpoint folder")
         if verb == "run":
             p.add_argument("config", help="YAML config (see configs/)")
         else:
             p.add_argument("--config", help="YAML config (default: the built-in paper defaults)")
         p.add_argument("--out", required=True, help="output folder (checkpoints, MLflow store, results, report)")
-        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+        if verb != "evaluate":
+            p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
         p.set_defaults(func=func)
 

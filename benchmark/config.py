@@ -91,6 +91,7 @@ class EvalConfig:
     postprocess: Literal["none", "dual_softmax", "inverted_softmax"] = "none"  # recorded in the fingerprint
     postprocess_temperature: float = 0.01
     bootstrap: int = 1000  # resamples of the test queries for 95% intervals (0: none)
+    beam: int = 5  # caption decoding beam size (spec §2.7); 1 is greedy
 
 
 @dataclass

@@ -102,3 +102,21 @@ def retrieval_metrics(enc: Encoded, directions: tuple[str, ...], ties: str) -> d
 def available(directions: tuple[str, ...], modalities: set[str]) -> tuple[str, ...]:
     """The directions whose query and candidate need only `modalities`."""
     return tuple(d for d in directions if all(NEEDS[side] <= modalities for side in DIRECTIONS[d]))
+
+
+@torch.no_grad()
+def generate_captions(model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensors, decode, max_words: int,
+                      beam: int, batch_size: int) -> list[str]:
+    """One caption per clip with the decoder (beam search; beam 1 = greedy), decoded to text."""
+    from benchmark.model.decoder import generate
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    texts = []
+    loader = DataLoader(ClipItems(split, tensors), batch_size=batch_size, generator=torch.Generator())
+    for batch in loader:
+        context = model.context(_to(batch, device))
+        texts += [decode(ids) for ids in generate(model, context, max_words, beam)]
+    model.train(was_training)
+    return texts

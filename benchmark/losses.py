@@ -107,9 +107,10 @@ class CaptionLoss(nn.Module):
         super().__init__()
         self.supervise_pad = supervise_pad
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, target_valid: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
-        """logits [B, L, V], targets [B, L], target_valid [B, L] (words and EOT) -> {"caption_loss"}."""
+    def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """out["caption_logits"] [B, L, V], ["caption_targets"] [B, L], ["caption_valid"] [B, L] (words and EOT)
+        -> {"caption_loss"}."""
+        logits, targets, target_valid = out["caption_logits"], out["caption_targets"], out["caption_valid"]
         if not self.supervise_pad:
             targets = targets.masked_fill(~target_valid.bool(), -100)  # F.cross_entropy's ignore_index
         return {"caption_loss": F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())}

@@ -102,3 +102,29 @@ def bootstrap_ci(ranks: torch.Tensor, prefix: str, resamples: int = 1000, seed: 
         stats = {k: v - base[k] for k, v in stats.items()}
     alpha = (1 - level) / 2
     return {f"{prefix}/{k}": (float(v.quantile(alpha)), float(v.quantile(1 - alpha))) for k, v in stats.items()}
+
+CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+_METEOR = []  # one METEOR scorer per process: its JVM takes ~7 s to start
+
+
+def caption_scores(references: dict[str, list[str]], candidates: dict[str, str]) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr(-D) from pycocoevalcap over the whole split at once (CIDEr uses
+    corpus document frequencies), after its PTB tokenisation, with every reference of each clip; x 100."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
+    res = tokenizer.tokenize({k: [{"caption": candidates[k]}] for k in references})
+    if not _METEOR:
+        _METEOR.append(Meteor())
+    out: dict[str, float] = {}
+    bleu, _ = Bleu(4).compute_score(gts, res)
+    out.update({f"Bleu_{n + 1}": 100.0 * b for n, b in enumerate(bleu)})
+    out["METEOR"] = 100.0 * _METEOR[0].compute_score(gts, res)[0]
+    out["ROUGE_L"] = 100.0 * Rouge().compute_score(gts, res)[0]
+    out["CIDEr"] = 100.0 * Cider().compute_score(gts, res)[0]
+    return out

@@ -8,6 +8,7 @@ initial model (CLIP zero-shot, or chance for random weights), after pre-training
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -24,11 +25,11 @@ from benchmark.checkpoint import Checkpointer
 from benchmark.config import RunConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, prepare_split
 from benchmark.errors import UserError
-from benchmark.evaluate import Scored, available, encode, retrieval_metrics, score_directions
-from benchmark.losses import PretrainLoss, RetrievalLoss
+from benchmark.evaluate import Scored, available, encode, generate_captions, retrieval_metrics, score_directions
+from benchmark.losses import CaptionLoss, PretrainLoss, RetrievalLoss
 from benchmark.media.cache import MediaCache, Preprocessing
 from benchmark.media.text import Tokenizer
-from benchmark.metrics import bootstrap_ci, rank_metrics
+from benchmark.metrics import bootstrap_ci, caption_scores, rank_metrics
 from benchmark.model import CLIP4VLA, build_model
 from benchmark.records import RunRecord, fingerprint, git_state, package_versions
 from benchmark.registry import load_tasks
@@ -110,9 +111,8 @@ def check_tasks(cfg: RunConfig, needs_task: bool = True) -> None:
     for name in [cfg.task, *cfg.pretrain_corpus]:
         tasks.get(name)
     kind = tasks.get(cfg.task).spec.kind
-    if needs_task and kind != "retrieval":
-        raise UserError(f"task '{cfg.task}' is a {kind} task; this command fine-tunes and scores retrieval tasks "
-                        "(caption fine-tuning and scoring are not wired into it yet)")
+    if needs_task and kind == "corpus":
+        raise UserError(f"'{cfg.task}' is a pre-training corpus, not a task to fine-tune or evaluate")
 
 
 class Reproduction:
@@ -207,17 +207,23 @@ class Reproduction:
     # -- stages -------------------------------------------------------------------------------------------
     def run(self, stages: tuple[str, ...] = ("pretrain", "finetune")) -> list[RunRecord]:
         """Prepare, build, then the stages asked for, with evaluations before, between and after them."""
-        check_tasks(self.cfg, needs_task="finetune" in stages)
+        scoring = "finetune" in stages or "evaluate" in stages
+        check_tasks(self.cfg, needs_task=scoring)
         torch.manual_seed(self.cfg.seed)
         with self.progress.stage("prepare data"):
             corpus = [self.prepare(t, t.spec.train_split) for t in self.corpus] if "pretrain" in stages else []
             if "finetune" in stages:
                 train_set, selection = self.selection_split()
+            if scoring:
                 test_set = self.prepare(self.task, self.task.spec.test_split)
+        if self.task.spec.kind == "caption" and not self.cfg.model.decoder:
+            self.cfg.model.decoder = True  # captioning needs the decoder; the recorded config says so
         with self.progress.stage(f"build model {self.cfg.model.clip_name} (weights: {self.cfg.model.pretrained})"):
             model = build_model(self.cfg.model).to(self.device)
             if self.cfg.model.init:
                 self.load_init(model, Path(self.cfg.model.init))
+        if "evaluate" in stages:  # a checkpoint (model.init) or the CLIP weights, zero-shot
+            self.evaluate(model, test_set, "evaluated")
         if "finetune" in stages:
             self.evaluate(model, test_set, "initial")
         if corpus and "audio" not in self.modalities:
@@ -265,18 +271,34 @@ class Reproduction:
             model.audio.mode = mode
 
     def finetune(self, model: CLIP4VLA, data: Prepared, selection: Prepared) -> None:
+        """Retrieval: the contrastive fine-tuning loss; captioning: the decoder's token cross-entropy (spec §6.4).
+        With finetune.eval_every, the main score on the selection split picks the checkpoint that is kept."""
         pairs = CaptionPairs(data.split, self.tensors, data.tokens, augment=False, seed=self.cfg.seed)
-        loss = RetrievalLoss(self.cfg.loss, candidate_of(tuple(self.modalities)))
         spec = data.task.spec
         main = self.main_score()
+        captioning = spec.kind == "caption"
+        if captioning:
+            loss = CaptionLoss(self.cfg.model.supervise_pad)
+        else:
+            loss = RetrievalLoss(self.cfg.loss, candidate_of(tuple(self.modalities)))
 
         def select() -> float:
+            if captioning:
+                model.objective = "retrieval"  # selection scores generation, not teacher forcing
+                try:
+                    return self.score_captions(model, selection, self.out / "runs" / "selection")[0][main]
+                finally:
+                    model.objective = "caption"
             encoded = encode(model, selection.split, self.tensors, selection.tokens, self.cfg.eval.batch_size)
             return retrieval_metrics(encoded, self.directions, self.cfg.eval.ties)[main]
 
-        self.train_stage(f"finetune/{spec.name}", model, pairs, loss, self.cfg.finetune, task=spec.name,
-                         select=select if self.cfg.finetune.eval_every else None,
-                         tags={"selection_split": selection.split_name})
+        model.objective = "caption" if captioning else "retrieval"
+        try:
+            self.train_stage(f"finetune/{spec.name}", model, pairs, loss, self.cfg.finetune, task=spec.name,
+                             select=select if self.cfg.finetune.eval_every else None,
+                             tags={"selection_split": selection.split_name})
+        finally:
+            model.objective = "retrieval"
 
     def train_stage(self, name: str, model: CLIP4VLA, pairs, loss, train_cfg, task: str, select=None,
                     tags: dict | None = None) -> None:
@@ -308,48 +330,71 @@ class Reproduction:
             ))
 
     def evaluate(self, model: CLIP4VLA, data: Prepared, label: str) -> None:
+        """Score `data` (retrieval: every direction with intervals and per-query records; captioning: generated
+        captions scored with pycocoevalcap) and record it as a nested run and runs/<label>/results.json."""
         spec = data.task.spec
         name = f"evaluate/{label}"
         tags = {"stage": "evaluate", "task": spec.name, "task_version": spec.version, "protocol": self.cfg.protocol,
                 "seed": self.cfg.seed, "protocol_fingerprint": self.protocol_fingerprint(data), **self._env_tags()}
+        folder = self.out / "runs" / label
         with self.progress.stage(f"{name} on {spec.name}/{data.split_name}"), self._run(name, tags) as run:
             begin = time.perf_counter()
-            encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
-                             self.cfg.data.workers)
-            audio_valid = None
-            if self.cfg.data.missing_audio == "miss":
-                audio_valid = torch.tensor([data.split.has_audio[c.id] for c in data.split.clips])
-            scored = score_directions(encoded, self.directions, self.cfg.eval.ties, audio_valid,
-                                      self.cfg.eval.postprocess, self.cfg.eval.postprocess_temperature)
-            metrics = {k: v for d, sc in scored.items() for k, v in rank_metrics(sc.ranks, d).items()}
-            intervals = {}
-            if self.cfg.eval.bootstrap:
-                for d, sc in scored.items():
-                    intervals.update(bootstrap_ci(sc.ranks, d, self.cfg.eval.bootstrap, self.cfg.seed))
+            score = self.score_captions if spec.kind == "caption" else self.score_retrieval
+            metrics, extra, artifact = score(model, data, folder)
             run.log_metrics(metrics)
-            run.log_metrics({f"ci95/{k}/{end}": v for k, (low, high) in intervals.items()
-                             for end, v in (("low", low), ("high", high))})
             record = RunRecord(
                 name=name, stage="evaluate", task=spec.name, task_version=spec.version, split=data.split_name,
                 metrics=metrics, main_score=self.main_score(), counts=data.split.counts, protocol=self.cfg.protocol,
                 protocol_fingerprint=self.protocol_fingerprint(data), seed=self.cfg.seed, config=to_dict(self.cfg),
                 environment=self.environment, wall_seconds=time.perf_counter() - begin,
                 extra={"label": label, "chance_R1": 100.0 / max(len(data.split.clips), 1),
-                       "selection_split": self.cfg.eval.selection_split, "ci95": intervals,
-                       "bootstrap_resamples": self.cfg.eval.bootstrap},
+                       "selection_split": self.cfg.eval.selection_split, **extra},
             )
             if self.rank == 0:
-                run.log_artifact(write_query_records(scored, data, self.out / "runs" / label / "queries.csv"))
-            if self.rank == 0:
-                run.log_artifact(record.save(self.out / "runs" / label / "results.json"))
+                run.log_artifact(artifact)
+                run.log_artifact(record.save(folder / "results.json"))
             self.records.append(record)
-            self.progress.say(f"  {label}: " + ", ".join(
-                f"{d}/R1 {metrics[f'{d}/R1']:.1f}" for d in self.directions))
+            shown = [f"{d}/R1" for d in self.directions] if spec.kind != "caption" else ["Bleu_4", "METEOR", "CIDEr"]
+            self.progress.say(f"  {label}: " + ", ".join(f"{k} {metrics[k]:.1f}" for k in shown))
+
+    def score_retrieval(self, model: CLIP4VLA, data: Prepared, folder: Path) -> tuple[dict, dict, Path]:
+        encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size, self.cfg.data.workers)
+        audio_valid = None
+        if self.cfg.data.missing_audio == "miss":
+            audio_valid = torch.tensor([data.split.has_audio[c.id] for c in data.split.clips])
+        scored = score_directions(encoded, self.directions, self.cfg.eval.ties, audio_valid,
+                                  self.cfg.eval.postprocess, self.cfg.eval.postprocess_temperature)
+        metrics = {k: v for d, sc in scored.items() for k, v in rank_metrics(sc.ranks, d).items()}
+        intervals = {}
+        if self.cfg.eval.bootstrap:
+            for d, sc in scored.items():
+                intervals.update(bootstrap_ci(sc.ranks, d, self.cfg.eval.bootstrap, self.cfg.seed))
+        metrics.update({f"ci95/{k}/{end}": v for k, (low, high) in intervals.items()
+                        for end, v in (("low", low), ("high", high))})
+        artifact = write_query_records(scored, data, folder / "queries.csv") if self.rank == 0 else folder
+        return metrics, {"ci95": intervals, "bootstrap_resamples": self.cfg.eval.bootstrap}, artifact
+
+    def score_captions(self, model: CLIP4VLA, data: Prepared, folder: Path) -> tuple[dict, dict, Path]:
+        """One caption per clip (beam eval.beam), scored against all of the clip's references at once."""
+        texts = generate_captions(model, data.split, self.tensors, self.tokenizer.decode, self.cfg.data.max_words,
+                                  self.cfg.eval.beam, self.cfg.eval.batch_size)
+        clips = data.split.clips
+        metrics = caption_scores({c.id: list(c.captions) for c in clips}, {c.id: t for c, t in zip(clips, texts,
+                                                                                                    strict=True)})
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "captions.jsonl"
+        if self.rank == 0:
+            with path.open("w") as f:
+                for clip, text in zip(clips, texts, strict=True):
+                    f.write(json.dumps({"id": clip.id, "caption": text, "references": list(clip.captions)}) + "\n")
+        return metrics, {"beam": self.cfg.eval.beam}, path
 
     def main_score(self) -> str:
         """The task's main score, or its first available direction's R@1 when an ablation removes a modality."""
         spec = self.task.spec
-        return spec.main_score if spec.main_score.split("/")[0] in self.directions else f"{self.directions[0]}/R1"
+        if spec.kind == "caption" or spec.main_score.split("/")[0] in self.directions:
+            return spec.main_score
+        return f"{self.directions[0]}/R1"
 
     def _run(self, name: str, tags: dict):
         """A nested MLflow run on rank 0; elsewhere a run that records nothing."""

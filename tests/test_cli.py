@@ -10,7 +10,7 @@ def test_help_lists_the_verbs(capsys):
         main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for verb in ("tasks", "synth", "prepare", "smoke", "run", "pretrain", "finetune", "perf"):
+    for verb in ("tasks", "synth", "prepare", "smoke", "run", "pretrain", "finetune", "evaluate", "perf"):
         assert verb in text
 
 
@@ -56,4 +56,4 @@ def test_run_with_a_missing_config_is_one_line(tmp_path, capsys):
 
 def test_parser_has_no_hidden_verbs():
     choices = build_parser()._subparsers._group_actions[0].choices
-    assert sorted(choices) == ["finetune", "perf", "prepare", "pretrain", "run", "smoke", "synth", "tasks"]
+    assert sorted(choices) == ["evaluate", "finetune", "perf", "prepare", "pretrain", "run", "smoke", "synth", "tasks"]

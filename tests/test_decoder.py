@@ -120,5 +120,6 @@ def test_caption_loss_ignores_or_supervises_padding_by_protocol():
     logits = torch.randn(1, 5, 49408)
     words = torch.nn.functional.cross_entropy(logits[0, :3], targets[0, :3])
     everything = torch.nn.functional.cross_entropy(logits[0], targets[0])
-    torch.testing.assert_close(CaptionLoss(supervise_pad=False)(logits, targets, valid)["caption_loss"], words)
-    torch.testing.assert_close(CaptionLoss(supervise_pad=True)(logits, targets, valid)["caption_loss"], everything)
+    out = {"caption_logits": logits, "caption_targets": targets, "caption_valid": valid}
+    torch.testing.assert_close(CaptionLoss(supervise_pad=False)(out)["caption_loss"], words)
+    torch.testing.assert_close(CaptionLoss(supervise_pad=True)(out)["caption_loss"], everything)

@@ -97,3 +97,20 @@ def test_finetuned_model_retrieves_far_above_chance_and_untrained_does_not(smoke
     chance = finetuned["extra"]["chance_R1"]
     assert finetuned["metrics"]["t2v/R1"] >= 3 * chance, finetuned["metrics"]
     assert initial["metrics"]["t2v/R1"] < 3 * chance, initial["metrics"]
+
+
+@pytest.mark.slow
+def test_evaluate_from_the_kept_checkpoint_reproduces_the_finetuned_scores(smoke_output, tmp_path):
+    from benchmark.cli import main
+    from configs import path as config_path
+
+    out, _, _ = smoke_output
+    assert main(["evaluate", "msrvtt_retrieval", "--config", str(config_path("smoke.yaml")),
+                 "--checkpoint", str(out / "checkpoints" / "finetune-msrvtt_retrieval"), "--out", str(tmp_path),
+                 f"data.root={out / 'data'}"]) == 0
+    again = json.loads((tmp_path / "runs" / "evaluated" / "results.json").read_text())["metrics"]
+    finetuned = _results(out, "finetuned")["metrics"]
+    for direction in ("t2v", "v2t", "t2va"):
+        assert again[f"{direction}/R1"] == pytest.approx(finetuned[f"{direction}/R1"])
+    rows = (tmp_path / "runs" / "evaluated" / "queries.csv").read_text().splitlines()
+    assert rows[0] == "direction,query,clip,rank,caption,top10" and len(rows) > 39

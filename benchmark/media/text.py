@@ -23,3 +23,7 @@ class Tokenizer:
 
     def __call__(self, captions: list[str]) -> torch.Tensor:
         return self._tokenizer(list(captions), context_length=self.max_words)
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids (without SOT/EOT) -> text; padding (id 0) is dropped."""
+        return self._tokenizer.decode([i for i in ids if i != 0]).strip()

@@ -19,7 +19,7 @@ from torch import nn
 from benchmark.config import ModelConfig
 from benchmark.errors import UserError
 from benchmark.model.cross import AUDIO, VIDEO, CrossTransformer
-from benchmark.model.decoder import LMHead
+from benchmark.model.decoder import Context, LMHead, caption_inputs, teacher_forced_logits
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_LOGIT_SCALE = 100.0  # spec §2.4: similarities are 100 x cosine
@@ -97,6 +97,7 @@ class CLIP4VLA(nn.Module):
         self.cross = CrossTransformer(clip, cfg.cross_layers) if cfg.fusion == "loose_seq" or cfg.decoder else None
         width, vocab = clip.token_embedding.weight.shape[1], clip.token_embedding.weight.shape[0]
         self.lm_head = LMHead(width, vocab) if cfg.decoder else None
+        self.objective = "retrieval"  # "caption": forward() returns teacher-forced caption logits instead
         # CLIP's own logit_scale is never used (spec §2.4); freezing it keeps DDP from waiting on its gradient.
         self.clip.logit_scale.requires_grad_(False)
         if not 0 < cfg.logit_scale_init <= MAX_LOGIT_SCALE:
@@ -172,11 +173,28 @@ class CLIP4VLA(nn.Module):
         """Similarity scale: exp(logit_scale), at most 100 (open_clip clamps at ln 100 the same way)."""
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
+    def context(self, batch: dict[str, torch.Tensor]) -> Context:
+        """The caption decoder's conditioning: raw frame and segment features with their masks (spec §2.7)."""
+        frames = self.encode_frames(batch["frames"], batch["frame_mask"])
+        segments = self.encode_segments(batch["audio"], batch["audio_mask"], batch["audio_type"])
+        return Context.of(frames, batch["frame_mask"], segments, batch["audio_mask"])
+
+    def caption_forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Teacher forcing on batch["tokens"]: logits, targets and target validity for CaptionLoss."""
+        if self.lm_head is None:
+            raise UserError("captioning needs the caption decoder: set model.decoder=true")
+        inputs, valid, targets, target_valid = caption_inputs(batch["tokens"])
+        logits = teacher_forced_logits(self, self.text_token_states(inputs), valid, self.context(batch))
+        return {"caption_logits": logits, "caption_targets": targets, "caption_valid": target_valid}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Encode what the batch holds: keys tokens / frames+frame_mask / audio+audio_mask(+audio_aug), audio_type.
 
-        Returns unit features text, video, audio, fused, audio_aug (those that apply), audio_mask and scale.
+        Returns unit features text, video, audio, fused, audio_aug (those that apply), audio_mask and scale;
+        with objective "caption", the caption_forward outputs instead.
         """
+        if self.objective == "caption":
+            return self.caption_forward(batch)
         out: dict[str, torch.Tensor] = {"scale": self.scale()}
         if "tokens" in batch:
             out["text"] = self.encode_text(batch["tokens"])

@@ -422,5 +422,8 @@ def reproduce(cfg: RunConfig, out: Path, suite: str, progress: Progress,
         report = write_run_report(records, out / "report.md", f"clip4vla {suite} report")
         parent.log_artifact(report)
     progress.say(f"report: {report}")
-    progress.say(f"MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+    if tracker.offline:
+        progress.say(f"MLflow: {tracker.uri} was not reachable; the results above are in {out / 'runs'}")
+    else:
+        progress.say(f"MLflow: mlflow ui --backend-store-uri {tracker.uri}")
     return report

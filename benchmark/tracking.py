@@ -23,34 +23,54 @@ def default_uri(out_dir: Path, configured: str | None = None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(out_dir).resolve()}/mlruns.db"
 
 
+log = logging.getLogger("clip4vla")
+
+
+def brief(exc: Exception) -> str:
+    """An exception as one short line."""
+    return " ".join(str(exc).split())[:200]
+
+
 class TrackedRun:
-    """A started MLflow run: log metrics, params, tags and artifacts."""
+    """A started MLflow run: log metrics, params, tags and artifacts. If the store stops answering, the run
+    says so once and goes on without it: results are still written locally."""
 
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.lost = False
+
+    def _send(self, call, *args, **kwargs) -> None:
+        if self.lost:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as exc:  # network errors come as several MLflow and requests types
+            self.lost = True
+            log.warning("MLflow stopped answering (%s); this run goes on and writes its results locally only",
+                        brief(exc))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self._send(self.client.log_batch, self.run_id, metrics=batch)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         batch = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for start in range(0, len(batch), 100):  # MLflow accepts at most 100 params per batch
-            self.client.log_batch(self.run_id, params=batch[start : start + 100])
+            self._send(self.client.log_batch, self.run_id, params=batch[start : start + 100])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._send(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), folder)
+        self._send(self.client.log_artifact, self.run_id, str(path), folder)
 
 
 class NullRun:
@@ -75,31 +95,52 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         for name in ("alembic", "mlflow.store.db.utils"):  # keep SQLite schema-migration chatter off the console
             logging.getLogger(name).setLevel(logging.WARNING)
+        if uri.startswith(("http://", "https://")):
+            # fail in seconds, not after MLflow's minutes of retries, when the server is down
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        self.offline = False
         self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        except Exception as exc:  # unreachable server, refused connection, bad store
+            if not uri.startswith(("http://", "https://")):
+                raise
+            self.offline = True
+            log.warning("MLflow server %s cannot be reached (%s); the run goes on and writes its results locally "
+                        "only", uri, brief(exc))
 
     @contextmanager
-    def run(self, name: str, parent: TrackedRun | None = None, tags: dict[str, Any] | None = None
-            ) -> Iterator[TrackedRun]:
+    def run(self, name: str, parent: TrackedRun | NullRun | None = None, tags: dict[str, Any] | None = None
+            ) -> Iterator[TrackedRun | NullRun]:
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
-        if parent is not None:
+        if isinstance(parent, TrackedRun):
             all_tags["mlflow.parentRunId"] = parent.run_id
-        created = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        if self.offline or (isinstance(parent, TrackedRun) and parent.lost):
+            yield NullRun()
+            return
+        try:
+            created = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        except Exception as exc:  # the store went away between runs
+            log.warning("MLflow did not answer (%s); results are written locally only", brief(exc))
+            self.offline = True
+            yield NullRun()
+            return
         run = TrackedRun(self.client, created.info.run_id)
         try:
             yield run
         except BaseException:
-            self.client.set_terminated(run.run_id, status="FAILED")
+            run._send(self.client.set_terminated, run.run_id, status="FAILED")
             raise
-        self.client.set_terminated(run.run_id, status="FINISHED")
+        run._send(self.client.set_terminated, run.run_id, status="FINISHED")
 
     def runs(self) -> list[Any]:
         """Every run of the experiment (for reports and tests)."""

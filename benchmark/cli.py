@@ -100,7 +100,9 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from benchmark.perf import CASES, perf_data, perf_metrics, perf_model, perf_train
 
     if args.what == "data":
-        perf_data(args.clips)
+        if not args.task:
+            raise UserError("perf data needs --task TASK (see `clip4vla tasks`)")
+        perf_data(args.task, args.scale)
         return 0
     if args.what == "metrics":
         perf_metrics()
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, func, text in (
         ("run", cmd_run, "pre-train, fine-tune and evaluate one task from a config file"),
-        ("pretrain", cmd_pretrain, "pre-train on AudioSet + HowTo100M (pretrain_corpus)"),
+        ("pretrain", cmd_pretrain, "pre-train on the corpora listed in pretrain_corpus"),
         ("finetune", cmd_finetune, "fine-tune one task with model selection, then evaluate it"),
         ("evaluate", cmd_evaluate, "score a task's test split with a checkpoint, or zero-shot from CLIP weights"),
     ):
@@ -168,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "
                          "'train' = whole steps, fp32/bf16, SDPA/math, checkpointing; 'data' = decode and read; "
-                         "'metrics' = scoring time at VATEX and AudioCaps size")
+                         "'metrics' = scoring time at each retrieval task's test size")
     p.add_argument("what", choices=("model", "train", "data", "metrics"))
-    p.add_argument("--clips", type=int, default=160, help="perf data: generated MSR-VTT clips")
+    p.add_argument("--task", help="perf data: the task whose generated dataset is decoded and read")
+    p.add_argument("--scale", choices=("tiny", "small"), default="small", help="perf data: generated size")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
     p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")
     p.add_argument("--precisions", default="fp32,bf16", help="perf train: comma-separated fp32, bf16")

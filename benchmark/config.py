@@ -29,7 +29,7 @@ class ModelConfig:
     pretrained: str | None = "openai"  # open_clip tag, a local checkpoint path, or null for random weights
     audio_init: Literal["visual", "random"] = "visual"  # audio tower copied from the image tower (spec §2.3)
     type_token: Literal["off", "index", "mix", "both"] = "mix"  # spec §2.3 modes -1 / 2 / c / 3
-    type_mix: float = 0.5  # c in (1-c)·e0 + c·e1 for mode "mix" (0.5 MSR-VTT/VATEX, 1 AudioCaps)
+    type_mix: float = 0.5  # c in (1-c)·e0 + c·e1 for mode "mix" (per task, spec §9.1)
     type_pos_init_std: float | None = None  # std of the new TYPE positional row (protocol)
     learnable_logit_scale: bool | None = None  # learnable (paper) or fixed (released-code), capped at 100
     logit_scale_init: float = 100.0  # similarity scale at the start (spec §2.4); random weights learn faster lower
@@ -42,7 +42,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # folder holding one sub-folder per dataset (msrvtt/, vatex/, audiocaps/, ...)
+    root: str | None = None  # folder holding one sub-folder per dataset (each task's data_dir)
     cache: str | None = None  # preprocessed-tensor cache; default <root>/clip4vla-cache
     audio_template: str | None = None  # per-clip audio file under a dataset folder, e.g. "audio/Y{youtube_id}.wav"
     stft_pad_mode: Literal["constant", "reflect"] = "constant"  # librosa 0.9 zeros (default) or 0.8 reflect (spec §3)
@@ -105,8 +105,8 @@ class RunConfig:
     protocol: Protocol = "paper"
     seed: int = 42
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    task: str = "msrvtt_retrieval"  # downstream task fine-tuned and evaluated
-    pretrain_corpus: list[str] = field(default_factory=lambda: ["audioset", "howto100m"])
+    task: str | None = None  # downstream task fine-tuned and evaluated (`clip4vla tasks`)
+    pretrain_corpus: list[str] = field(default_factory=list)  # corpora (`clip4vla tasks`, kind corpus)
     pretrain_mix: list[float] | None = None  # weight per pretrain_corpus entry; null: every item once per epoch
     pretrain_epoch_size: int | None = None  # items per pre-training epoch with pretrain_mix (default: all items)
     modalities: list[str] | None = None  # restrict the task's modalities, e.g. [text, video] = CLIP4Clip-meanP
@@ -115,7 +115,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     # Stage-2 pre-training recipe of the released script (spec §7.2), per optimizer step of 4096 samples.
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=4096, lr=1e-7, coef_lr=1.0))
-    # MSR-VTT retrieval recipe (spec §9.1): encoders at 5e-4 * 2e-4 = 1e-7, new modules at 5e-4.
+    # The video-retrieval recipe of spec §9.1: encoders at 5e-4 * 2e-4 = 1e-7, new modules at 5e-4.
     finetune: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -96,7 +96,7 @@ class ClipTensors:
 
 
 class CaptionPairs(Dataset):
-    """Every (caption, clip) pair of a split, as the authors' --expand_msrvtt_sentences (spec §9.2)."""
+    """Every (caption, clip) pair of a split, as the authors' sentence expansion (spec §9.2)."""
 
     def __init__(
         self, split: PreparedSplit, tensors: ClipTensors, tokens: torch.Tensor, augment: bool, seed: int
@@ -145,7 +145,7 @@ class MixedCorpus(Dataset):
 
     Each epoch has `length` items, a share weight_k / sum(weights) from corpus k, read in a per-epoch
     permutation of that corpus, cycled when it is shorter than its share. Deterministic for (seed, epoch).
-    The released code's mix is weights [1, 1] with length 2 x |AudioSet| (spec §7.1).
+    The released code's mix is weights [1, 1] with length twice the first corpus (spec §7.1).
     """
 
     def __init__(self, parts: list[Dataset], weights: list[float], length: int, seed: int) -> None:

@@ -11,8 +11,8 @@ class Clip:
     """One video/audio clip and all of its captions (grouped by clip id, never by row order).
 
     `audio` is a WAV file or the video file itself (its audio track); None when the dataset has no audio source.
-    `audio_type` is the type-token row used in `index` mode (pre-training): 0 verbal (HowTo100M-like),
-    1 non-verbal (AudioSet-like) (spec §2.3). `start`/`end` (seconds) cut a segment out of longer media.
+    `audio_type` is the type-token row used in `index` mode (pre-training): 0 verbal (instructional speech),
+    1 non-verbal (sound events) (spec §2.3). `start`/`end` (seconds) cut a segment out of longer media.
     """
 
     id: str

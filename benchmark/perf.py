@@ -2,14 +2,14 @@
 
 `clip4vla perf model`: forward+backward time per sample and peak memory of a fine-tune step (CPU). Each
 (model, attention) case runs in its own process so that its peak resident memory is its own. Inputs are
-MSR-VTT-like: batch 4, max 12 frames and 16 audio segments, with real lengths shorter than that so padding
+like 10-30 s web videos: batch 4, max 12 frames and 16 audio segments, with real lengths shorter than that so padding
 exists (10/12/11/8 frames, 16/9/12/6 segments); the loss is the retrieval fine-tuning loss on t->(v+a).
 
 `clip4vla perf train`: whole training steps (forward, backward, AdamW) per precision (fp32, bf16 autocast),
 attention (SDPA, math) and gradient checkpointing (off, on), same inputs.
 
-`clip4vla perf data`: decode throughput (mp4 -> cache) and cached-read throughput (cache -> model inputs), in
-clips per second, in this process and with 2 worker processes, on a generated MSR-VTT.
+`clip4vla perf data --task TASK`: decode throughput (media -> cache) and cached-read throughput (cache -> model
+inputs), in clips per second, in this process and with 2 worker processes, on the task's generated dataset.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ FRAMES, SEGMENTS = (10, 12, 11, 8), (16, 9, 12, 6)
 
 
 def _batch(max_frames: int = 12, max_segments: int = 16, encode_padding: bool = False) -> dict[str, torch.Tensor]:
-    """MSR-VTT-like inputs; `encode_padding` marks padding as real, which is the work the authors' code does."""
+    """Video-retrieval-like inputs; `encode_padding` marks padding as real, the work the authors' code does."""
     torch.manual_seed(0)
     n = len(FRAMES)
     frame_mask = (torch.arange(max_frames)[None] < torch.tensor(FRAMES)[:, None]).float()
@@ -129,8 +129,8 @@ def perf_train(cases: list[str], iters: int, precisions: tuple[str, ...] = ("fp3
     return rows
 
 
-def perf_data(n_videos: int, workers: int = 2) -> list[dict]:
-    """Time decoding `n_videos` generated MSR-VTT clips into a fresh cache, then reading them back."""
+def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[dict]:
+    """Time decoding a task's generated training and test splits into a fresh cache, then reading them back."""
     import tempfile
     from pathlib import Path
 
@@ -139,22 +139,23 @@ def perf_data(n_videos: int, workers: int = 2) -> list[dict]:
     from benchmark.config import DataConfig
     from benchmark.data import ClipItems, ClipTensors, prepare_split
     from benchmark.media.cache import MediaCache, Preprocessing
-    from benchmark.synthetic import write_msrvtt
-    from tasks.msrvtt import MSRVTTRetrieval
+    from benchmark.registry import load_tasks
+    from benchmark.synthetic import synthesize
 
+    task = load_tasks().get(task_name)()
+    spec = task.spec
     rows = []
     print("| stage | processes | clips | seconds | clips/s |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "msrvtt"
-        write_msrvtt(root, seed=0, n_videos=n_videos)
-        task = MSRVTTRetrieval()
-        clips = task.load(root, "train_9k") + task.load(root, "test_1k_a")
+        synthesize(Path(tmp), seed=0, scale=scale, only={spec.data_dir})
+        root = Path(tmp) / spec.data_dir
+        clips = [c for split in (spec.train_split, spec.test_split) if split for c in task.load(root, split)]
         data = DataConfig(max_frames=12, max_audio_segments=16)
         for procs in (0, workers):
             cache = MediaCache(Path(tmp) / f"cache{procs}", Preprocessing.of(data))
             start = time.perf_counter()
-            split = prepare_split(clips, cache, "zero", workers=procs)
+            split = prepare_split(clips, cache, "zero", "video" in spec.modalities, workers=procs)
             rows.append({"stage": "decode", "processes": max(procs, 1), "clips": len(clips),
                          "seconds": time.perf_counter() - start})
             loader = DataLoader(ClipItems(split, ClipTensors(cache, data)), batch_size=16, num_workers=procs)
@@ -171,9 +172,9 @@ def perf_data(n_videos: int, workers: int = 2) -> list[dict]:
 
 
 def perf_metrics(resamples: int = 1000) -> list[dict]:
-    """Time scoring at VATEX size (15,000 captions x 1,500 clips) and AudioCaps size (4,875 x 975): one
-    similarity matrix in both directions (t2v and v2t: matrix product, ranks, R@K/MdR/MnR, top-10), the same with
-    `resamples` bootstrap resamples per direction, and all six directions (three matrices)."""
+    """Time scoring at each registered retrieval task's released test size (test_clips x captions_per_item
+    captions): one similarity matrix in both directions (matrix product, ranks, R@K/MdR/MnR, top-10), the same
+    with `resamples` bootstrap resamples per direction, and all six directions (three matrices)."""
     from benchmark.evaluate import DIRECTIONS, Encoded, score_directions
     from benchmark.metrics import bootstrap_ci, rank_metrics
 
@@ -185,11 +186,16 @@ def perf_metrics(resamples: int = 1000) -> list[dict]:
                 bootstrap_ci(sc.ranks, d, boot)
         return time.perf_counter() - start
 
+    from benchmark.registry import load_tasks
+
+    registry = load_tasks()
+    sizes = [(spec.name, spec.test_clips, spec.captions_per_item) for spec in (registry.get(n).spec for n in registry)
+             if spec.kind == "retrieval" and spec.test_clips]
     rows = []
-    print(f"| split size | captions x clips | t2v + v2t (s) | t2v + v2t with {resamples} resamples (s) | "
+    print(f"| task test size | captions x clips | t2v + v2t (s) | t2v + v2t with {resamples} resamples (s) | "
           "all six directions (s) |")
     print("|---|---|---|---|---|")
-    for name, clips, per_clip in (("VATEX", 1500, 10), ("AudioCaps", 975, 5)):
+    for name, clips, per_clip in sizes:
         g = torch.Generator().manual_seed(0)
         text, video, audio, fused = (torch.nn.functional.normalize(torch.randn(n, 512, generator=g), dim=-1)
                                      for n in (clips * per_clip, clips, clips, clips))

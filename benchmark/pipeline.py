@@ -105,14 +105,17 @@ def cache_dir(cfg: RunConfig) -> Path:
     return Path(cfg.data.cache or Path(cfg.data.root) / "clip4vla-cache")
 
 
-def check_tasks(cfg: RunConfig, needs_task: bool = True) -> None:
-    """Fail early, with the closest name, when the config names an unknown task or corpus."""
+def check_tasks(cfg: RunConfig, needs_task: bool = True, needs_corpus: bool = False) -> None:
+    """Fail early, with the closest name, when the config names an unknown task or corpus, or lacks one."""
     tasks = load_tasks()
-    for name in [cfg.task, *cfg.pretrain_corpus]:
+    for name in [n for n in [cfg.task, *cfg.pretrain_corpus] if n is not None]:
         tasks.get(name)
-    kind = tasks.get(cfg.task).spec.kind
-    if needs_task and kind == "corpus":
+    if needs_task and cfg.task is None:
+        raise UserError("no task: set task=NAME (see `clip4vla tasks`)")
+    if needs_task and tasks.get(cfg.task).spec.kind == "corpus":
         raise UserError(f"'{cfg.task}' is a pre-training corpus, not a task to fine-tune or evaluate")
+    if needs_corpus and not cfg.pretrain_corpus:
+        raise UserError("no pre-training corpus: set pretrain_corpus=[NAME, ...] (see `clip4vla tasks`)")
 
 
 class Reproduction:
@@ -129,12 +132,12 @@ class Reproduction:
         self.cfg, self.out, self.tracker, self.parent, self.progress = cfg, out, tracker, parent, progress
         self.resume = resume
         self.tasks = load_tasks()
-        self.task = self.tasks.get(cfg.task)()
+        self.task = self.tasks.get(cfg.task)() if cfg.task else None  # None: pre-training only
         self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
         self.prep = Preprocessing.of(cfg.data)
-        task_modalities = set(self.task.spec.modalities)
+        task_modalities = set(self.task.spec.modalities) if self.task else {"text", "video", "audio"}
         self.modalities = task_modalities & set(cfg.modalities) if cfg.modalities else task_modalities
-        self.directions = available(self.task.spec.directions, self.modalities)
+        self.directions = available(self.task.spec.directions, self.modalities) if self.task else ()
         self.device = distributed.setup(resolve_device(cfg.device))
         self.rank = distributed.rank()
         self.cache = MediaCache(cache_dir(cfg), self.prep)
@@ -178,7 +181,7 @@ class Reproduction:
     def selection_split(self) -> tuple[Prepared, Prepared]:
         """(training data, model-selection data) of the task, by protocol (architecture.md).
 
-        paper: the task's validation split, or, when it has none (MSR-VTT 1k-A), data.val_fraction of the
+        paper: the task's validation split, or, when it has none, data.val_fraction of the
         training clips held out by a fixed hash of their ids; released-code: the test split, as the authors.
         """
         spec = self.task.spec
@@ -208,7 +211,7 @@ class Reproduction:
     def run(self, stages: tuple[str, ...] = ("pretrain", "finetune")) -> list[RunRecord]:
         """Prepare, build, then the stages asked for, with evaluations before, between and after them."""
         scoring = "finetune" in stages or "evaluate" in stages
-        check_tasks(self.cfg, needs_task=scoring)
+        check_tasks(self.cfg, needs_task=scoring, needs_corpus=stages == ("pretrain",))
         torch.manual_seed(self.cfg.seed)
         with self.progress.stage("prepare data"):
             corpus = [self.prepare(t, t.spec.train_split) for t in self.corpus] if "pretrain" in stages else []
@@ -216,7 +219,7 @@ class Reproduction:
                 train_set, selection = self.selection_split()
             if scoring:
                 test_set = self.prepare(self.task, self.task.spec.test_split)
-        if self.task.spec.kind == "caption" and not self.cfg.model.decoder:
+        if self.task is not None and self.task.spec.kind == "caption" and not self.cfg.model.decoder:
             self.cfg.model.decoder = True  # captioning needs the decoder; the recorded config says so
         with self.progress.stage(f"build model {self.cfg.model.clip_name} (weights: {self.cfg.model.pretrained})"):
             model = build_model(self.cfg.model).to(self.device)

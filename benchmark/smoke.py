@@ -39,7 +39,7 @@ def run_smoke(out: Path | None, overrides: list[str], seed: int = 0, scale: str 
     base = read_yaml(config_path("smoke.yaml"))
     out = Path(out or Path.cwd() / time.strftime("clip4vla-smoke-%Y%m%d-%H%M%S")).resolve()
     cfg = load_config(base, [f"data.root={out / 'data'}", *overrides])  # bad input fails before any work
-    check_tasks(cfg)
+    check_tasks(cfg, needs_corpus=True)
     prepare_output(out)
     progress.say(f"output folder {out}")
     with progress.stage(f"synth: generated datasets ({scale}, seed {seed})"):

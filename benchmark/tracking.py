@@ -141,7 +141,3 @@ class Tracker:
             run._send(self.client.set_terminated, run.run_id, status="FAILED")
             raise
         run._send(self.client.set_terminated, run.run_id, status="FINISHED")
-
-    def runs(self) -> list[Any]:
-        """Every run of the experiment (for reports and tests)."""
-        return self.client.search_runs([self.experiment_id], max_results=10_000)

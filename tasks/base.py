@@ -35,6 +35,7 @@ class TaskSpec:
     main_score: str | None  # a key the task's evaluation produces
     reference: str
     audio_only_splits: tuple[str, ...] = ()  # splits that keep only clips with audio (authors' --filter_video_id)
+    test_clips: int | None = None  # clips in the released test split (benchmarks size their matrices by it)
 
 
 class Task:

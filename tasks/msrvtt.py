@@ -59,7 +59,7 @@ class MSRVTTRetrieval(Task):
         name="msrvtt_retrieval", version="1.0", dataset="MSR-VTT", data_dir="msrvtt", kind="retrieval",
         splits=("train_9k", "train_7k", "test_1k_a"), train_split="train_9k", test_split="test_1k_a", val_split=None,
         modalities=("text", "video", "audio"), directions=("t2v", "v2t", "t2a", "a2t", "t2va", "va2t"),
-        captions_per_item=1, main_score="t2va/R1", reference=REFERENCE,
+        captions_per_item=1, main_score="t2va/R1", reference=REFERENCE, test_clips=1000,
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:

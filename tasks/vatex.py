@@ -52,7 +52,7 @@ class VATEXRetrieval(Task):
         name="vatex_retrieval", version="1.0", dataset="VATEX", data_dir="vatex", kind="retrieval",
         splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "video", "audio"), directions=("t2v", "v2t", "t2a", "a2t", "t2va", "va2t"),
-        captions_per_item=10, main_score="t2va/R1", reference=REFERENCE,
+        captions_per_item=10, main_score="t2va/R1", reference=REFERENCE, test_clips=1500,
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:

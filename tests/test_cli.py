@@ -57,3 +57,10 @@ def test_run_with_a_missing_config_is_one_line(tmp_path, capsys):
 def test_parser_has_no_hidden_verbs():
     choices = build_parser()._subparsers._group_actions[0].choices
     assert sorted(choices) == ["evaluate", "finetune", "perf", "prepare", "pretrain", "run", "smoke", "synth", "tasks"]
+
+
+def test_pretrain_without_a_corpus_and_evaluate_without_a_task_are_one_line_errors(tmp_path, capsys):
+    assert main(["pretrain", "--out", str(tmp_path / "p"), f"data.root={tmp_path}"]) == 2
+    assert "no pre-training corpus: set pretrain_corpus=" in _one_line_error(capsys)
+    assert main(["pretrain", "--out", str(tmp_path / "p"), f"data.root={tmp_path}", "pretrain_corpus=[audiosett]"]) == 2
+    assert "did you mean 'audioset'?" in _one_line_error(capsys)

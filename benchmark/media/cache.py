@@ -155,9 +155,6 @@ class MediaCache:
     def status(self, clip: Clip) -> MediaStatus:
         return MediaStatus(**{**self._index[clip.media_key]["status"], "clip_id": clip.id})
 
-    def __contains__(self, clip: Clip) -> bool:
-        return clip.media_key in self._index
-
     def fill(self, clips: Iterable[Clip], progress: Callable[[int, int], None] | None = None,
              workers: int = 0) -> list[MediaStatus]:
         """Decode the clips not cached yet, in `workers` processes (0: in this one); returns every clip's status.

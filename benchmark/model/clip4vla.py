@@ -40,7 +40,7 @@ class AudioTower(nn.Module):
         self.mix = cfg.type_mix
         width = visual.class_embedding.shape[-1]
         if self.mode != "off":
-            # rows: 0 = verbal (HowTo100M), 1 = non-verbal (AudioSet) (spec §2.3, trust the data code)
+            # rows: 0 = verbal (instructional speech), 1 = non-verbal (sound events) (spec §2.3, trust the data code)
             self.type_embedding = nn.Parameter(torch.randn(2, width) * width**-0.5)
             self.type_position = nn.Parameter(torch.randn(width) * cfg.type_pos_init_std)
 

@@ -1,0 +1,563 @@
+"""Comparison tables: our seeds summarised, verdicts against the paper, per-task tables and the ablation table.
+
+All statistics of the comparison report live in this module:
+
+* Ours, per (task, variant, protocol_fingerprint, direction, metric): n seeds, their mean, and a 95% interval.
+  n >= 2: the Student-t interval over seeds, mean ± t_{0.975, n-1} * s / sqrt(n), s the sample standard
+  deviation (ddof=1); ci_kind "seeds". n == 1: that run's own test-set bootstrap interval (ci_low, ci_high)
+  when present, ci_kind "test-set bootstrap"; otherwise no interval, ci_kind "none". Rows of different
+  protocol fingerprints are never averaged together.
+* Δ vs paper = ours mean − paper value.
+* Verdict vs paper: see VERDICTS_VS_PAPER.
+* Ablation, per (task, variant, main score): seeds present in both the variant and the reference variant are
+  paired, Δ_i = variant_i − reference_i; mean Δ with the Student-t interval over the paired deltas (n >= 2).
+  Verdicts: see ABLATION_VERDICTS.
+
+"Better" depends on the metric: lower is better for the ranks MdR and MnR, higher for everything else.
+Tables are DataFrames of strings so that Markdown, HTML and LaTeX show the same cells.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+PAPER_METHOD = "CLIP4VLA (paper)"
+LOWER_IS_BETTER = frozenset({"MdR", "MnR"})
+CAPTION_DIRECTION = "caption"
+METRIC_ORDER = ("R1", "R5", "R10", "MdR", "MnR", "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+DIRECTION_ORDER = ("t2v", "v2t", "t2a", "a2t", "t2va", "va2t", CAPTION_DIRECTION)
+SUMMARY_KEYS = ["task", "variant", "protocol_fingerprint", "direction", "metric"]
+CONTEXT_SEPARATOR = "context (different protocol)"
+ABSENT = "—"  # a cell with nothing to show (no run of ours, or no published number for it)
+
+VERDICTS_VS_PAPER = {
+    "pending": "the paper's number is not transcribed yet",
+    "not in paper": "the paper reports no number for this direction and metric",
+    "no interval": "ours has a single run without a test-set bootstrap interval",
+    "reproduced": "the paper's number lies inside our 95% interval",
+    "above paper": "our whole 95% interval is better than the paper's number (lower, for MdR and MnR)",
+    "below paper": "our whole 95% interval is worse than the paper's number (higher, for MdR and MnR)",
+}
+ABLATION_VERDICTS = {
+    "hurts": "the 95% interval of the paired Δ excludes 0 on the worse side",
+    "helps": "the 95% interval of the paired Δ excludes 0 on the better side",
+    "no clear difference": "the 95% interval of the paired Δ contains 0",
+    "n < 2": "fewer than two paired seeds, so no interval",
+}
+
+
+@dataclass
+class Table:
+    """A rendered table: a title, a DataFrame of strings, and the lines printed under it."""
+
+    title: str
+    frame: pd.DataFrame
+    footer: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PublishedValue:
+    """One published number; value is NaN and confidence "pending" until someone transcribes it."""
+
+    value: float
+    confidence: str  # E exact/primary, S exact/secondary, R recalled/unverified, or "pending"
+
+    @property
+    def pending(self) -> bool:
+        return self.confidence == "pending" or math.isnan(self.value)
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def parse_main_score(score: str) -> tuple[str, str]:
+    """Split a main score: "t2va/R1" -> ("t2va", "R1"); a bare caption metric "CIDEr" -> ("caption", "CIDEr")."""
+    direction, _, metric = score.rpartition("/")
+    return direction or CAPTION_DIRECTION, metric
+
+
+def t_interval(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and half-width of the two-sided 95% Student-t interval, t_{0.975, n-1} * s / sqrt(n) with s the
+    sample standard deviation (ddof=1). The half-width is NaN below two values, the mean NaN for none."""
+    values = np.asarray(list(values), dtype=float)
+    if len(values) == 0:
+        return math.nan, math.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan
+    half_width = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return mean, float(half_width)
+
+
+def summarize_seeds(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, variant, protocol_fingerprint, direction, metric): n, mean, ci_low, ci_high, ci_kind
+    (see the module docstring), the protocol(s) and split(s) as text, and the seeds."""
+    _require_one_run_per_seed(results)
+    rows = []
+    for key, group in results.groupby(SUMMARY_KEYS, sort=False, dropna=False):
+        rows.append(
+            {
+                **dict(zip(SUMMARY_KEYS, key, strict=True)),
+                **_seed_interval(group),
+                "protocol": _joined(group["protocol"]),
+                "split": _joined(group["split"]),
+                "seeds": tuple(sorted(group["seed"])),
+            }
+        )
+    columns = SUMMARY_KEYS + ["n", "mean", "ci_low", "ci_high", "ci_kind", "protocol", "split", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _seed_interval(group: pd.DataFrame) -> dict:
+    n = len(group)
+    mean, half_width = t_interval(group["value"])
+    if n >= 2:
+        return {"n": n, "mean": mean, "ci_low": mean - half_width, "ci_high": mean + half_width, "ci_kind": "seeds"}
+    low, high = group["ci_low"].iloc[0], group["ci_high"].iloc[0]
+    if pd.notna(low) and pd.notna(high):
+        return {"n": 1, "mean": mean, "ci_low": float(low), "ci_high": float(high), "ci_kind": "test-set bootstrap"}
+    return {"n": 1, "mean": mean, "ci_low": math.nan, "ci_high": math.nan, "ci_kind": "none"}
+
+
+def _require_one_run_per_seed(results: pd.DataFrame) -> None:
+    """Two runs of one seed would count as two seeds and narrow the interval: refuse them."""
+    duplicated = results[results.duplicated(SUMMARY_KEYS + ["seed"], keep=False)]
+    if not duplicated.empty:
+        first = duplicated.iloc[0]
+        runs = ", ".join(map(str, duplicated["run_id"].unique()))
+        raise ValueError(
+            f"several results for one seed ({first['task']} {first['variant']} seed {first['seed']} "
+            f"{first['direction']}/{first['metric']}, runs {runs}): keep one run per seed"
+        )
+
+
+def verdict_vs_paper(ci_low: float, ci_high: float, paper: PublishedValue | None, metric: str) -> str:
+    """One of VERDICTS_VS_PAPER, from our 95% interval and the paper's number."""
+    if paper is None:
+        return "not in paper"
+    if paper.pending:
+        return "pending"
+    if math.isnan(ci_low) or math.isnan(ci_high):
+        return "no interval"
+    if ci_low <= paper.value <= ci_high:
+        return "reproduced"
+    ours_is_higher = ci_low > paper.value
+    return "above paper" if ours_is_higher == higher_is_better(metric) else "below paper"
+
+
+def ablation_verdict(delta_low: float, delta_high: float, metric: str, n_pairs: int) -> str:
+    """One of ABLATION_VERDICTS, from the 95% interval of the paired Δ = variant − reference."""
+    if n_pairs < 2:
+        return "n < 2"
+    if delta_low <= 0 <= delta_high:
+        return "no clear difference"
+    variant_is_higher = delta_low > 0
+    return "helps" if variant_is_higher == higher_is_better(metric) else "hurts"
+
+
+# ------------------------------------------------------------------------------------------ published rows
+
+
+def paper_value(
+    baselines: pd.DataFrame, task: str, variant: str, direction: str, metric: str, splits: Iterable[str] = ()
+) -> PublishedValue | None:
+    """The paper's number for one cell, or None when the paper has no row for it. When the paper has it on
+    several splits, the one on our split(s) is taken."""
+    rows = baselines[
+        (baselines["method"] == PAPER_METHOD)
+        & (baselines["task"] == task)
+        & (baselines["variant"].fillna("") == variant)
+        & (baselines["direction"] == direction)
+        & (baselines["metric"] == metric)
+    ]
+    on_our_split = rows[rows["split"].isin(list(splits))]
+    rows = on_our_split if not on_our_split.empty else rows
+    if rows.empty:
+        return None
+    if len(rows) > 1:
+        raise ValueError(
+            f"{len(rows)} paper rows for {task} {variant} {direction}/{metric} on splits "
+            f"{_joined(rows['split'])}: keep one"
+        )
+    return PublishedValue(float(rows["value"].iloc[0]), str(rows["confidence"].iloc[0]))
+
+
+def _baseline_rows(baselines: pd.DataFrame, task: str, direction: str) -> pd.DataFrame:
+    """Other methods' rows for one table, with the row label: the method, its variant if any, and its split
+    when the method has numbers on several splits of this task."""
+    rows = baselines[(baselines["method"] != PAPER_METHOD) & (baselines["task"] == task)].copy()
+    rows["variant"] = rows["variant"].fillna("")
+    splits_per_method = rows.groupby("method")["split"].transform("nunique")
+    rows = rows[rows["direction"] == direction]
+    variant_part = rows["variant"].map(lambda v: f" ({v})" if v else "")
+    split_part = np.where(splits_per_method[rows.index] > 1, " [" + rows["split"].astype(str) + "]", "")
+    rows["label"] = rows["method"] + variant_part + split_part
+    duplicated = rows[rows.duplicated(["label", "metric"], keep=False)]
+    if not duplicated.empty:
+        raise ValueError(f"several baseline rows for {task} {direction}: {sorted(set(duplicated['label']))}")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def _decimals(value: float) -> int:
+    return 1 if abs(value) >= 1 else 3
+
+
+def format_number(value: float, decimals: int | None = None) -> str:
+    """One decimal when |value| >= 1, three below (caption scores may be fractions)."""
+    return f"{value:.{_decimals(value) if decimals is None else decimals}f}"
+
+
+def format_estimate(mean: float, ci_low: float, ci_high: float, ci_kind: str) -> str:
+    """Mean and interval: "46.1 ± 0.8" for a seed interval (± the half-width), "46.1 [44.0, 48.2]" for a bootstrap
+    one, the mean alone without an interval."""
+    decimals = _decimals(mean)
+    if ci_kind == "seeds":
+        return f"{format_number(mean, decimals)} ± {format_number((ci_high - ci_low) / 2, decimals)}"
+    if ci_kind == "test-set bootstrap":
+        low, high = format_number(ci_low, decimals), format_number(ci_high, decimals)
+        return f"{format_number(mean, decimals)} [{low}, {high}]"
+    return format_number(mean, decimals)
+
+
+def format_published(value: PublishedValue | None) -> str:
+    """A published number with its confidence letter, "43.1 (S)"; "pending" when not transcribed."""
+    if value is None:
+        return ABSENT
+    return "pending" if value.pending else f"{format_number(value.value)} ({value.confidence})"
+
+
+def _format_delta(ours_mean: float, paper: PublishedValue | None) -> str:
+    if paper is None:
+        return ABSENT
+    if paper.pending:
+        return "pending"
+    return format_signed(ours_mean - paper.value, _decimals(ours_mean))
+
+
+def format_signed(value: float, decimals: int) -> str:
+    """A difference with its sign, "+1.0" / "-2.5"; one that rounds to zero prints "+0.0", never "-0.0"."""
+    return f"{round(value, decimals) + 0.0:+.{decimals}f}"
+
+
+def _joined(values: Iterable) -> str:
+    return ", ".join(sorted({str(v) for v in values}))
+
+
+def _span(values: pd.Series) -> str:
+    """One count over runs: "975" when all runs agree, "970–975" when they differ."""
+    low, high = int(values.min()), int(values.max())
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def _ordered(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
+    """Names in the canonical order, unknown ones after them alphabetically."""
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# ------------------------------------------------------------------------------------------ per-task tables
+
+
+def task_tables(
+    results: pd.DataFrame, baselines: pd.DataFrame, task: str, reference_variant: str = "full"
+) -> list[Table]:
+    """One table per direction of ours (the reference variant) in this task, none without such runs: the
+    paper, ours with Δ and verdict, then published baselines of the same protocol and, after a separator, those
+    of other protocols."""
+    reference = results[(results["task"] == task) & (results["variant"] == reference_variant)]
+    directions = _ordered(reference["direction"], DIRECTION_ORDER)
+    return [_direction_table(reference, baselines, task, d, reference_variant) for d in directions]
+
+
+def _direction_table(
+    reference: pd.DataFrame, baselines: pd.DataFrame, task: str, direction: str, reference_variant: str
+) -> Table:
+    ours = reference[reference["direction"] == direction]
+    summary = summarize_seeds(ours)
+    splits = set(ours["split"])
+    others = _baseline_rows(baselines, task, direction)
+    paper_metrics = baselines.loc[
+        (baselines["method"] == PAPER_METHOD) & (baselines["task"] == task) & (baselines["direction"] == direction),
+        "metric",
+    ]
+    metrics = _ordered(set(summary["metric"]) | set(others["metric"]) | set(paper_metrics), METRIC_ORDER)
+    paper = {m: paper_value(baselines, task, reference_variant, direction, m, splits) for m in metrics}
+
+    rows = [{"": PAPER_METHOD, **{m: format_published(paper[m]) for m in metrics}}]
+    fingerprints = list(dict.fromkeys(summary["protocol_fingerprint"]))
+    for fingerprint in fingerprints:
+        tag = f", {fingerprint}" if len(fingerprints) > 1 else ""
+        runs = ours[ours["protocol_fingerprint"] == fingerprint]
+        rows += _ours_rows(
+            summary[summary["protocol_fingerprint"] == fingerprint],
+            paper,
+            metrics,
+            label=f"ours ({reference_variant}, {_plural(runs['seed'].nunique(), 'seed')}{tag})",
+            tag=tag,
+        )
+    same = others["comparability"] == "same"
+    rows += _published_rows(others[same], metrics)
+    if (~same).any():
+        rows.append({"": CONTEXT_SEPARATOR, **dict.fromkeys(metrics, "")})
+        rows += _published_rows(others[~same], metrics)
+
+    footer = [line for fingerprint in fingerprints for line in _footer_lines(ours, fingerprint)]
+    if len(fingerprints) > 1:
+        footer.insert(
+            0,
+            f"WARNING, mixed protocols: {reference_variant} was evaluated under "
+            f"{len(fingerprints)} protocol fingerprints ({', '.join(fingerprints)}); "
+            "each has its own rows and they are never averaged",
+        )
+    return Table(f"{task} — {direction}", pd.DataFrame(rows, columns=[""] + metrics), footer)
+
+
+def _ours_rows(
+    summary: pd.DataFrame, paper: Mapping[str, PublishedValue | None], metrics: list[str], label: str, tag: str
+) -> list[dict]:
+    """The estimate, Δ vs paper and verdict rows of one fingerprint of ours."""
+    by_metric = summary.set_index("metric")
+    estimate, delta, verdict = {"": label}, {"": f"Δ vs paper{tag}"}, {"": f"verdict{tag}"}
+    for metric in metrics:
+        if metric not in by_metric.index:
+            estimate[metric] = delta[metric] = verdict[metric] = ABSENT
+            continue
+        row = by_metric.loc[metric]
+        estimate[metric] = format_estimate(row["mean"], row["ci_low"], row["ci_high"], row["ci_kind"])
+        delta[metric] = _format_delta(row["mean"], paper[metric])
+        verdict[metric] = verdict_vs_paper(row["ci_low"], row["ci_high"], paper[metric], metric)
+    return [estimate, delta, verdict]
+
+
+def _published_rows(rows: pd.DataFrame, metrics: list[str]) -> list[dict]:
+    out = []
+    for label, group in rows.groupby("label", sort=False):
+        by_metric = {r.metric: PublishedValue(float(r.value), str(r.confidence)) for r in group.itertuples()}
+        out.append({"": label, **{m: format_published(by_metric.get(m)) for m in metrics}})
+    return out
+
+
+def _footer_lines(ours: pd.DataFrame, fingerprint: str) -> list[str]:
+    """What one fingerprint of ours measured: protocol, split, seeds, then the coverage, e.g. "test clips used
+    975 of 975; missing video 0, missing audio 12" (ranges when the runs differ)."""
+    runs = ours[ours["protocol_fingerprint"] == fingerprint]
+    seeds = ", ".join(map(str, sorted(runs["seed"].unique())))
+    split = _joined(runs["split"])
+    return [
+        f"ours: protocol {_joined(runs['protocol'])}, fingerprint {fingerprint}, split {split}, seeds {seeds}",
+        f"{split} clips used {_span(runs['clips_used'])} of {_span(runs['clips_listed'])}; "
+        f"missing video {_span(runs['missing_video'])}, missing audio {_span(runs['missing_audio'])}",
+    ]
+
+
+# -------------------------------------------------------------------------------------------------- ablation
+
+ABLATION_COLUMNS = [
+    "task",
+    "variant",
+    "label",
+    "score",
+    "metric",
+    "reference_fingerprint",
+    "reference_protocol",
+    "variant_fingerprint",
+    "variant_protocol",
+    "n_pairs",
+    "seeds_paired",
+    "seeds_only_reference",
+    "seeds_only_variant",
+    "reference_mean",
+    "variant_mean",
+    "delta_mean",
+    "delta_low",
+    "delta_high",
+    "verdict",
+    "paper_delta",
+    "paper_delta_note",
+]
+
+
+def paired_ablation(
+    results: pd.DataFrame, baselines: pd.DataFrame, main_scores: Mapping[str, str], reference_variant: str = "full"
+) -> pd.DataFrame:
+    """Numeric ablation rows (ABLATION_COLUMNS), one per (task, variant, variant fingerprint, reference
+    fingerprint) on the task's main score; fingerprints need not match across variants (they are shown, and a
+    variant with several gets a row for each). Means are over the paired seeds only, so delta_mean equals
+    variant_mean − reference_mean. paper_delta is NaN with paper_delta_note "pending" or "not in paper" when
+    the paper lacks a number for either variant."""
+    _require_one_run_per_seed(results)
+    rows = []
+    for task, score in main_scores.items():
+        direction, metric = parse_main_score(score)
+        scored = results[
+            (results["task"] == task) & (results["direction"] == direction) & (results["metric"] == metric)
+        ]
+        reference = scored[scored["variant"] == reference_variant]
+        reference_groups = list(reference.groupby("protocol_fingerprint", sort=False)) or [(ABSENT, reference)]
+        paper_reference = paper_value(baselines, task, reference_variant, direction, metric, scored["split"])
+        variants = scored[scored["variant"] != reference_variant]
+        for (variant, fingerprint), variant_runs in variants.groupby(["variant", "protocol_fingerprint"], sort=False):
+            paper_variant = paper_value(baselines, task, variant, direction, metric, scored["split"])
+            for reference_fingerprint, reference_runs in reference_groups:
+                rows.append(
+                    {
+                        "task": task,
+                        "variant": variant,
+                        "score": score,
+                        "metric": metric,
+                        "reference_fingerprint": reference_fingerprint,
+                        "reference_protocol": _joined(reference_runs["protocol"]),
+                        "variant_fingerprint": fingerprint,
+                        "variant_protocol": _joined(variant_runs["protocol"]),
+                        **_paired_deltas(reference_runs, variant_runs, metric),
+                        **_paper_delta(paper_reference, paper_variant),
+                    }
+                )
+    frame = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+    frame["label"] = _ablation_labels(frame)
+    return frame
+
+
+def _paired_deltas(reference_runs: pd.DataFrame, variant_runs: pd.DataFrame, metric: str) -> dict:
+    paired = pd.merge(
+        reference_runs[["seed", "value"]],
+        variant_runs[["seed", "value"]],
+        on="seed",
+        suffixes=("_reference", "_variant"),
+    ).sort_values("seed")
+    mean, half_width = t_interval(paired["value_variant"] - paired["value_reference"])
+    low, high = mean - half_width, mean + half_width
+    return {
+        "n_pairs": len(paired),
+        "seeds_paired": tuple(paired["seed"]),
+        "seeds_only_reference": tuple(sorted(set(reference_runs["seed"]) - set(paired["seed"]))),
+        "seeds_only_variant": tuple(sorted(set(variant_runs["seed"]) - set(paired["seed"]))),
+        "reference_mean": paired["value_reference"].mean(),
+        "variant_mean": paired["value_variant"].mean(),
+        "delta_mean": mean,
+        "delta_low": low,
+        "delta_high": high,
+        "verdict": ablation_verdict(low, high, metric, len(paired)),
+    }
+
+
+def _paper_delta(reference: PublishedValue | None, variant: PublishedValue | None) -> dict:
+    if reference is None or variant is None:
+        return {"paper_delta": math.nan, "paper_delta_note": "not in paper"}
+    if reference.pending or variant.pending:
+        return {"paper_delta": math.nan, "paper_delta_note": "pending"}
+    return {"paper_delta": variant.value - reference.value, "paper_delta_note": ""}
+
+
+def _ablation_labels(frame: pd.DataFrame) -> pd.Series:
+    """The variant name, with its fingerprints when one task has several rows for that variant."""
+    repeated = frame.duplicated(["task", "variant"], keep=False)
+    fingerprints = frame["variant_fingerprint"] + " vs " + frame["reference_fingerprint"]
+    with_fingerprints = frame["variant"] + " (" + fingerprints + ")"
+    return frame["variant"].where(~repeated, with_fingerprints)
+
+
+def ablation_table(ablation: pd.DataFrame, reference_variant: str = "full") -> Table:
+    """The string table of paired_ablation's rows, its footer naming fingerprints and paired seeds. Differences
+    take the decimals of the reference mean, so a Δ of R1 prints like R1 itself."""
+    rows = [_ablation_cells(r, _decimals(r.reference_mean)) for r in ablation.itertuples()]
+    columns = [
+        "task",
+        "variant",
+        "score",
+        "reference mean",
+        "variant mean",
+        "paired Δ ± CI",
+        "n pairs",
+        "verdict",
+        "paper Δ",
+    ]
+    footer = _mixed_protocol_warnings(ablation, reference_variant)
+    footer += [_pairing_line(r, reference_variant) for r in ablation.itertuples()]
+    return Table(
+        f"Ablations against {reference_variant} (main score, paired by seed)",
+        pd.DataFrame(rows, columns=columns),
+        footer,
+    )
+
+
+def _ablation_cells(row, decimals: int) -> dict[str, str]:
+    return {
+        "task": row.task,
+        "variant": row.label,
+        "score": row.score,
+        "reference mean": _maybe_number(row.reference_mean),
+        "variant mean": _maybe_number(row.variant_mean),
+        "paired Δ ± CI": _format_paired_delta(row.delta_mean, row.delta_low, row.delta_high, row.n_pairs, decimals),
+        "n pairs": str(row.n_pairs),
+        "verdict": row.verdict,
+        "paper Δ": row.paper_delta_note or format_signed(row.paper_delta, decimals),
+    }
+
+
+def _maybe_number(value: float) -> str:
+    return ABSENT if math.isnan(value) else format_number(value)
+
+
+def _format_paired_delta(mean: float, low: float, high: float, n_pairs: int, decimals: int) -> str:
+    if n_pairs == 0:
+        return ABSENT
+    if n_pairs < 2:
+        return format_signed(mean, decimals)
+    return f"{format_signed(mean, decimals)} ± {format_number((high - low) / 2, decimals)}"
+
+
+def _pairing_line(row, reference_variant: str) -> str:
+    seeds = ", ".join(map(str, row.seeds_paired)) or "none"
+    reference = (
+        f"fingerprint {row.reference_fingerprint} ({row.reference_protocol})"
+        if row.reference_fingerprint != ABSENT
+        else "has no runs"
+    )
+    line = (
+        f"{row.task} {row.label}: {reference_variant} {reference}, {row.variant} fingerprint "
+        f"{row.variant_fingerprint} ({row.variant_protocol}); paired seeds {seeds}"
+    )
+    if row.seeds_only_reference:
+        line += f"; unpaired, only in {reference_variant}: {', '.join(map(str, row.seeds_only_reference))}"
+    if row.seeds_only_variant:
+        line += f"; unpaired, only in {row.variant}: {', '.join(map(str, row.seeds_only_variant))}"
+    return line
+
+
+def _mixed_protocol_warnings(ablation: pd.DataFrame, reference_variant: str) -> list[str]:
+    """A warning per (task, variant) evaluated under more than one protocol fingerprint, reference included."""
+    fingerprints = pd.concat(
+        [
+            ablation[["task", "reference_fingerprint"]]
+            .set_axis(["task", "fingerprint"], axis=1)
+            .assign(variant=reference_variant),
+            ablation[["task", "variant_fingerprint", "variant"]].set_axis(["task", "fingerprint", "variant"], axis=1),
+        ]
+    )
+    fingerprints = fingerprints[fingerprints["fingerprint"] != ABSENT]
+    warnings = []
+    for (task, variant), group in fingerprints.groupby(["task", "variant"], sort=False):
+        if group["fingerprint"].nunique() > 1:
+            warnings.append(
+                f"WARNING, mixed protocols: {task} {variant} has fingerprints "
+                f"{_joined(group['fingerprint'])}; they are never averaged"
+            )
+    return warnings

@@ -15,6 +15,7 @@ from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
 from benchmark.media.cache import MediaCache, MediaStatus
+from benchmark.records import fingerprint
 
 
 @dataclass
@@ -29,6 +30,11 @@ class PreparedSplit:
     def captions(self) -> list[tuple[int, str]]:
         """(clip index, caption) for every caption, in clip order: the explicit caption-to-clip mapping."""
         return [(i, text) for i, clip in enumerate(self.clips) for text in clip.captions]
+
+    def manifest_hash(self) -> str:
+        """Which clips (and which of them with audio) a result was computed on: equal hashes, equal data."""
+        return fingerprint({"clips": [[c.id, self.has_audio.get(c.id, False)] for c in self.clips],
+                            "counts": self.counts})
 
 
 def prepare_split(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.data import ConcatDataset
 
 from benchmark import distributed
@@ -66,6 +67,11 @@ class Prepared:
     split: PreparedSplit
     split_name: str
     tokens: torch.Tensor
+
+
+def joined(values) -> str:
+    """One tag value for what pre-training reads from several corpora, e.g. "1.0+1.0"."""
+    return "+".join(str(v) for v in values)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,11 +132,12 @@ class Reproduction:
     """
 
     def __init__(self, cfg: RunConfig, out: Path, tracker: Tracker | None, parent: TrackedRun | None,
-                 progress: Progress, resume: bool = False) -> None:
+                 progress: Progress, resume: bool = False, tags: dict[str, object] | None = None) -> None:
         if not cfg.data.root:
             raise UserError("data.root is not set: point it at the folder holding the dataset folders")
         self.cfg, self.out, self.tracker, self.parent, self.progress = cfg, out, tracker, parent, progress
         self.resume = resume
+        self.tags = {"variant": "default", **(tags or {})}  # a sweep names the variant and its plan entry
         self.tasks = load_tasks()
         self.task = self.tasks.get(cfg.task)() if cfg.task else None  # None: pre-training only
         self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
@@ -268,8 +275,7 @@ class Reproduction:
                     raise UserError(f"pretrain_mix has {len(self.cfg.pretrain_mix)} weights for {len(pairs)} corpora")
                 data = MixedCorpus(pairs, self.cfg.pretrain_mix, self.cfg.pretrain_epoch_size or len(data),
                                    self.cfg.seed)
-            self.train_stage("pretrain", model, data, PretrainLoss(self.cfg.loss), self.cfg.pretrain,
-                             task="+".join(p.task.spec.name for p in corpus))
+            self.train_stage("pretrain", model, data, PretrainLoss(self.cfg.loss), self.cfg.pretrain, corpus)
         finally:
             model.audio.mode = mode
 
@@ -297,17 +303,18 @@ class Reproduction:
 
         model.objective = "caption" if captioning else "retrieval"
         try:
-            self.train_stage(f"finetune/{spec.name}", model, pairs, loss, self.cfg.finetune, task=spec.name,
+            self.train_stage(f"finetune/{spec.name}", model, pairs, loss, self.cfg.finetune, [data],
                              select=select if self.cfg.finetune.eval_every else None,
                              tags={"selection_split": selection.split_name})
         finally:
             model.objective = "retrieval"
 
-    def train_stage(self, name: str, model: CLIP4VLA, pairs, loss, train_cfg, task: str, select=None,
+    def train_stage(self, name: str, model: CLIP4VLA, pairs, loss, train_cfg, data: list[Prepared], select=None,
                     tags: dict | None = None) -> None:
+        """Train `model` on `pairs` (built from `data`) as one nested run: per-step metrics, checkpoints, record."""
+        task = "+".join(p.task.spec.name for p in data)
         stage = name.split("/")[0]
-        tags = {"stage": stage, "task": task, "protocol": self.cfg.protocol, "seed": self.cfg.seed,
-                "precision": train_cfg.precision, "global_batch": train_cfg.batch_size, **self._env_tags(),
+        tags = {"stage": stage, "task": task, **self.run_tags(data, train_cfg.precision, train_cfg.batch_size),
                 **(tags or {})}
         checkpoints = Checkpointer(checkpoint_dir(self.out, name), train_cfg.keep_last,
                                    extra={"config": to_dict(self.cfg), "stage": name,
@@ -326,8 +333,9 @@ class Reproduction:
                             checkpoints=checkpoints, resume=self.resume, select=select)
             run.log_metrics(summary)
             self.records.append(RunRecord(
-                name=name, stage=stage, task=task, task_version="", split="train", metrics=summary,
-                main_score=None, counts={"pairs": len(pairs)}, protocol=self.cfg.protocol, protocol_fingerprint="",
+                name=name, stage=stage, task=task, task_version=tags["task_version"], split=tags["split"],
+                metrics=summary, main_score=None, counts={"pairs": len(pairs)}, protocol=self.cfg.protocol,
+                protocol_fingerprint=tags["protocol_fingerprint"],
                 seed=self.cfg.seed, config=to_dict(self.cfg), environment=self.environment,
                 wall_seconds=time.perf_counter() - begin, extra={"checkpoints": str(checkpoints.dir), **tags},
             ))
@@ -337,8 +345,9 @@ class Reproduction:
         captions scored with pycocoevalcap) and record it as a nested run and runs/<label>/results.json."""
         spec = data.task.spec
         name = f"evaluate/{label}"
-        tags = {"stage": "evaluate", "task": spec.name, "task_version": spec.version, "protocol": self.cfg.protocol,
-                "seed": self.cfg.seed, "protocol_fingerprint": self.protocol_fingerprint(data), **self._env_tags()}
+        tags = {"stage": "evaluate", "task": spec.name, "label": label, "main_score": self.main_score(),
+                **{f"count.{k}": v for k, v in data.split.counts.items()},
+                **self.run_tags([data], "fp32", self.cfg.eval.batch_size)}
         folder = self.out / "runs" / label
         with self.progress.stage(f"{name} on {spec.name}/{data.split_name}"), self._run(name, tags) as run:
             begin = time.perf_counter()
@@ -350,8 +359,8 @@ class Reproduction:
                 metrics=metrics, main_score=self.main_score(), counts=data.split.counts, protocol=self.cfg.protocol,
                 protocol_fingerprint=self.protocol_fingerprint(data), seed=self.cfg.seed, config=to_dict(self.cfg),
                 environment=self.environment, wall_seconds=time.perf_counter() - begin,
-                extra={"label": label, "chance_R1": 100.0 / max(len(data.split.clips), 1),
-                       "selection_split": self.cfg.eval.selection_split, **extra},
+                extra={"chance_R1": 100.0 / max(len(data.split.clips), 1),
+                       "selection_split": self.cfg.eval.selection_split, **tags, **extra},
             )
             if self.rank == 0:
                 run.log_artifact(artifact)
@@ -405,28 +414,54 @@ class Reproduction:
             return self.tracker.run(name, self.parent, tags)
         return nullcontext(NullRun())
 
-    def _env_tags(self) -> dict[str, object]:
+    def run_tags(self, data: list[Prepared], precision: str, global_batch: int) -> dict[str, object]:
+        """What every nested run is tagged with (architecture.md "Run record"): the data it saw (split, protocol
+        fingerprint, manifest hash), how it ran (precision, global batch, device, world size) and from what code
+        (git, package versions), plus the sweep's variant and plan entry."""
         env = self.environment
-        return {"git_sha": env["git_sha"], "git_dirty": env["git_dirty"], "device": env["device"],
-                "world_size": env["world_size"], "torch": env["packages"]["torch"],
-                "open_clip": env["packages"]["open_clip_torch"]}
+        return {
+            "task_version": joined(p.task.spec.version for p in data), "split": joined(p.split_name for p in data),
+            "protocol": self.cfg.protocol, "seed": self.cfg.seed,
+            "protocol_fingerprint": joined(self.protocol_fingerprint(p) for p in data),
+            "data_manifest": joined(p.split.manifest_hash() for p in data),
+            "config_fingerprint": fingerprint(to_dict(self.cfg)),
+            "precision": precision, "global_batch": global_batch, "device": env["device"],
+            "world_size": env["world_size"], "git_sha": env["git_sha"], "git_dirty": env["git_dirty"],
+            **{f"version.{name}": v for name, v in env["packages"].items()}, **self.tags,
+        }
 
 
-def reproduce(cfg: RunConfig, out: Path, suite: str, progress: Progress,
-              stages: tuple[str, ...] = ("pretrain", "finetune"), resume: bool = False) -> Path | None:
-    """Run `stages` under one parent MLflow run (rank 0) and write out/report.md; returns the report path."""
+def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
+              stages: tuple[str, ...] = ("pretrain", "finetune"), resume: bool = False, tracker: Tracker | None = None,
+              parent: TrackedRun | None = None, tags: dict[str, object] | None = None) -> Path | None:
+    """Run `stages` under one MLflow run called `name` (nested under `parent` when a sweep runs it), write
+    out/report.md and return its path. Without a tracker, opens the configured store (rank 0 only)."""
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only rank 0 tracks and reports
-        Reproduction(cfg, out, None, None, progress, resume).run(stages)
+        Reproduction(cfg, out, None, None, progress, resume, tags).run(stages)
         return None
-    with progress.stage("open the MLflow store"):
-        tracker = Tracker(default_uri(out, cfg.tracking.uri), cfg.tracking.experiment, out / "mlartifacts")
-    with tracker.run(suite, tags={"suite": suite, "protocol": cfg.protocol}) as parent:
-        records = Reproduction(cfg, out, tracker, parent, progress, resume).run(stages)
-        report = write_run_report(records, out / "report.md", f"clip4vla {suite} report")
-        parent.log_artifact(report)
-    progress.say(f"report: {report}")
+    own_tracker = tracker is None
+    if own_tracker:
+        with progress.stage("open the MLflow store"):
+            tracker = Tracker(default_uri(out, cfg.tracking.uri), cfg.tracking.experiment, out / "mlartifacts")
+    # role: this run stands for the whole invocation; a sweep counts a key as done only by such a run
+    run_tags = {"suite": name, "protocol": cfg.protocol, **(tags or {}), "role": "plan-run"}
+    with tracker.run(name, parent, tags=run_tags) as run:
+        out.mkdir(parents=True, exist_ok=True)
+        config = out / "config.yaml"  # the resolved config: `--config` of any verb reruns exactly this
+        config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        run.log_artifact(config)
+        records = Reproduction(cfg, out, tracker, run, progress, resume, tags).run(stages)
+        report = write_run_report(records, out / "report.md", f"clip4vla {name} report")
+        run.log_artifact(report)
+    if own_tracker:
+        progress.say(f"report: {report}")
+        say_where(tracker, out, progress)
+    return report
+
+
+def say_where(tracker: Tracker, out: Path, progress: Progress) -> None:
+    """Where the results are: the MLflow store, or only the local folder when it could not be reached."""
     if tracker.offline:
         progress.say(f"MLflow: {tracker.uri} was not reachable; the results above are in {out / 'runs'}")
     else:
         progress.say(f"MLflow: mlflow ui --backend-store-uri {tracker.uri}")
-    return report

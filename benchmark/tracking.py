@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmark.errors import UserError
+from benchmark.registry import closest
+
 MAX_PARAM_LENGTH = 500  # long values (lists) are cut; the full config is logged as an artifact
 
 
@@ -29,6 +32,13 @@ log = logging.getLogger("clip4vla")
 def brief(exc: Exception) -> str:
     """An exception as one short line."""
     return " ".join(str(exc).split())[:200]
+
+
+def experiment_names(uri: str) -> list[str]:
+    """Experiments of a store, without MLflow's Default."""
+    from mlflow.tracking import MlflowClient
+
+    return [e.name for e in MlflowClient(tracking_uri=uri).search_experiments() if e.name != "Default"]
 
 
 class TrackedRun:
@@ -92,7 +102,7 @@ class NullRun:
 class Tracker:
     """An MLflow store and experiment; `run()` opens a (nested) run and closes it FINISHED or FAILED."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None, create: bool = True) -> None:
         for name in ("alembic", "mlflow.store.db.utils"):  # keep SQLite schema-migration chatter off the console
             logging.getLogger(name).setLevel(logging.WARNING)
         if uri.startswith(("http://", "https://")):
@@ -108,15 +118,48 @@ class Tracker:
             found = self.client.get_experiment_by_name(experiment)
             if found is not None:
                 self.experiment_id = found.experiment_id
+            elif not create:
+                names = experiment_names(uri)
+                raise UserError(f"no experiment '{experiment}' in {uri}{closest(experiment, names)} "
+                                f"(experiments there: {', '.join(names) or 'none'})")
             else:
                 location = Path(artifact_root).resolve().as_uri() if artifact_root else None
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        except UserError:
+            raise
         except Exception as exc:  # unreachable server, refused connection, bad store
-            if not uri.startswith(("http://", "https://")):
+            if not create or not uri.startswith(("http://", "https://")):
                 raise
             self.offline = True
             log.warning("MLflow server %s cannot be reached (%s); the run goes on and writes its results locally "
                         "only", uri, brief(exc))
+
+    def search(self, finished_only: bool = False) -> list[dict[str, Any]]:
+        """Every run of the experiment (newest first) as {run_id, name, status, start_time, parent, tags, metrics,
+        params}:
+        the latest value of each metric. Empty when the store cannot be reached."""
+        if self.offline:
+            return []
+        found, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], "attributes.status = 'FINISHED'" if finished_only else "",
+                max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+            found += [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+                       "start_time": r.info.start_time, "parent": r.data.tags.get("mlflow.parentRunId"),
+                       "tags": dict(r.data.tags), "metrics": dict(r.data.metrics), "params": dict(r.data.params)}
+                      for r in page]
+            token = page.token
+            if not token:
+                return found
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of one metric of one run, in step order."""
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        """Tag an existing run (e.g. a finished run that a new variant of a suite shares)."""
+        TrackedRun(self.client, run_id).set_tags(tags)
 
     @contextmanager
     def run(self, name: str, parent: TrackedRun | NullRun | None = None, tags: dict[str, Any] | None = None

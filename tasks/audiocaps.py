@@ -37,7 +37,7 @@ def audiocaps_spec(name: str, kind: str, directions: tuple[str, ...], main_score
         name=name, version="1.0", dataset="AudioCaps", data_dir="audiocaps", kind=kind,
         splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "audio"), directions=directions, captions_per_item=5, main_score=main_score,
-        reference=REFERENCE, test_clips=975,
+        reference=REFERENCE, test_clips=975, train_pairs=49_838,
     )
 
 

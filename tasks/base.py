@@ -36,6 +36,7 @@ class TaskSpec:
     reference: str
     audio_only_splits: tuple[str, ...] = ()  # splits that keep only clips with audio (authors' --filter_video_id)
     test_clips: int | None = None  # clips in the released test split (benchmarks size their matrices by it)
+    train_pairs: int | None = None  # (caption, clip) pairs per epoch of the released training split (plan estimates)
 
 
 class Task:

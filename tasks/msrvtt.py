@@ -60,6 +60,7 @@ class MSRVTTRetrieval(Task):
         splits=("train_9k", "train_7k", "test_1k_a"), train_split="train_9k", test_split="test_1k_a", val_split=None,
         modalities=("text", "video", "audio"), directions=("t2v", "v2t", "t2a", "a2t", "t2va", "va2t"),
         captions_per_item=1, main_score="t2va/R1", reference=REFERENCE, test_clips=1000,
+        train_pairs=180_000,  # 9,000 clips x 20 captions (spec §9.2)
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
@@ -80,7 +81,7 @@ class MSRVTTCaption(Task):
         name="msrvtt_caption", version="1.0", dataset="MSR-VTT", data_dir="msrvtt", kind="caption",
         splits=("train", "val", "test", "test_1k_a_audio"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "video", "audio"), directions=(), captions_per_item=20, main_score="CIDEr",
-        reference=REFERENCE, audio_only_splits=("test_1k_a_audio",),
+        reference=REFERENCE, audio_only_splits=("test_1k_a_audio",), test_clips=2990, train_pairs=130_260,
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:

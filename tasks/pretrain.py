@@ -46,7 +46,7 @@ class AudioSet(Task):
         name="audioset", version="1.0", dataset="AudioSet", data_dir="audioset", kind="corpus",
         splits=("balanced_train", "unbalanced_train"), train_split="balanced_train", test_split=None, val_split=None,
         modalities=("text", "video", "audio"), directions=(), captions_per_item=1, main_score=None,
-        reference="Gemmeke et al., ICASSP 2017",
+        reference="Gemmeke et al., ICASSP 2017", train_pairs=22_160,  # rows of balanced_train_segments.csv
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:

@@ -53,6 +53,7 @@ class VATEXRetrieval(Task):
         splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "video", "audio"), directions=("t2v", "v2t", "t2a", "a2t", "t2va", "va2t"),
         captions_per_item=10, main_score="t2va/R1", reference=REFERENCE, test_clips=1500,
+        train_pairs=259_910,  # 25,991 clips x 10 captions
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
@@ -71,7 +72,7 @@ class VATEXCaption(Task):
         name="vatex_caption", version="1.0", dataset="VATEX", data_dir="vatex", kind="caption",
         splits=("train", "val", "test"), train_split="train", test_split="test", val_split="val",
         modalities=("text", "video", "audio"), directions=(), captions_per_item=10, main_score="CIDEr",
-        reference=REFERENCE,
+        reference=REFERENCE, test_clips=6000, train_pairs=259_910,
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:

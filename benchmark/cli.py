@@ -95,6 +95,43 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return _reproduce(args, ("finetune",), [f"task={args.task}"])
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a suite's plan (skipping runs the store holds as finished), then write the comparison report."""
+    from benchmark.pipeline import Progress
+    from benchmark.sweep import run_sweep
+
+    run_sweep(Path(args.config), Path(args.out), args.overrides, Progress(), args.only, args.dry_run, args.emit)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The comparison report (md, html, tex, plots) of one experiment of a tracking store."""
+    from benchmark.tracking import Tracker, default_uri
+    from reports.collect import write_report
+
+    out = Path(args.out).resolve()
+    uri = default_uri(out, args.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise UserError(f"no tracking store at {uri[len('sqlite:///'):]}: give --tracking-uri (or set "
+                        "MLFLOW_TRACKING_URI), or --out the folder a sweep wrote")
+    tracker = Tracker(uri, args.experiment or only_experiment(uri), create=False)
+    paths = write_report(tracker, out, args.title or f"clip4vla report: {args.experiment or 'runs'}",
+                         args.reference, Path(args.baselines) if args.baselines else None)
+    print("\n".join(str(p) for p in paths.values()))
+    return 0
+
+
+def only_experiment(uri: str) -> str:
+    """The store's experiment when it has exactly one (besides MLflow's Default)."""
+    from benchmark.tracking import experiment_names
+
+    names = experiment_names(uri)
+    if len(names) != 1:
+        raise UserError(f"{uri} holds {len(names)} experiments ({', '.join(names) or 'none'}): "
+                        "choose one with --experiment")
+    return names[0]
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     """Print a benchmark table (results are recorded in README's performance section)."""
     from benchmark.perf import CASES, perf_data, perf_metrics, perf_model, perf_train
@@ -167,6 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
         p.set_defaults(func=func)
+
+    p = verbs.add_parser("sweep", help="run a suite (configs/paper.yaml, ablations.yaml): every step x variant x "
+                         "seed, skipping runs already finished in the tracking store; then the comparison report")
+    p.add_argument("config", help="suite YAML (see configs/)")
+    p.add_argument("--out", required=True, help="output folder: runs/, checkpoints, the default MLflow store, report")
+    p.add_argument("--dry-run", action="store_true", help="print the plan: runs, status, time estimate")
+    p.add_argument("--emit", action="store_true", help="print one shell command per unfinished run (schedulers)")
+    p.add_argument("--only", metavar="KEY", help="run only the run with this key (as printed by --dry-run/--emit)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every run, e.g. data.root=/data")
+    p.set_defaults(func=cmd_sweep)
+
+    p = verbs.add_parser("report", help="comparison report of a tracked experiment: paper, baselines, ours "
+                         "(mean and 95%% CI over seeds), ablations; report.md, report.html, tables.tex")
+    p.add_argument("--out", required=True, help="folder to write the report into (and the default store to read)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the store's only one)")
+    p.add_argument("--tracking-uri", help="store to read (default: MLFLOW_TRACKING_URI, else OUT/mlruns.db)")
+    p.add_argument("--reference", default="full", help="variant the ablation deltas are taken against")
+    p.add_argument("--title", help="report title")
+    p.add_argument("--baselines", help="published numbers CSV (default: the shipped baselines/published.csv)")
+    p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "
                          "'train' = whole steps, fp32/bf16, SDPA/math, checkpointing; 'data' = decode and read; "

@@ -235,15 +235,16 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         if name in kwargs and dataclasses.is_dataclass(hints[name]):
             # merge a partial sub-mapping onto the default sub-config instead of replacing it
             sub = to_dict(getattr(default, name))
-            _merge(sub, data[name])
+            merge(sub, data[name])
             kwargs[name] = from_dict(hints[name], sub, prefix=prefix + name + ".")
     return dataclasses.replace(default, **kwargs)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+def merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    """Merge nested mapping `update` into `base` in place; sub-mappings merge key by key."""
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge(base[key], value)
         else:
             base[key] = value
 
@@ -297,7 +298,7 @@ def resolve_protocol(cfg: RunConfig) -> RunConfig:
 def load_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:
     """Defaults <- `base` mapping (e.g. a YAML file) <- dotted overrides, type-checked and protocol-resolved."""
     data: dict[str, Any] = {}
-    _merge(data, base or {})
+    merge(data, base or {})
     for text in overrides:
-        _merge(data, parse_override(text))
+        merge(data, parse_override(text))
     return resolve_protocol(from_dict(RunConfig, data))

@@ -1,7 +1,8 @@
-"""`clip4vla smoke`: generate data, run the reproduction path on the embedded default, write report.md.
+"""`clip4vla smoke`: generate data, run the smoke suite (configs/smoke.yaml) on it, write the report.
 
 Output folder layout: data/ (generated datasets; data/clip4vla-cache/ the decoded tensors),
-mlruns.db + mlartifacts/ (MLflow), runs/<point>/results.json, report.md.
+mlruns.db + mlartifacts/ (MLflow), runs/<step>-<key>/ (checkpoints, runs/<point>/results.json, report.md of
+one run), report.md + report.html + tables.tex + plots/ (the comparison report).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmark.config import load_config, read_yaml
 from benchmark.errors import UserError
-from benchmark.pipeline import Progress, check_tasks, reproduce
+from benchmark.pipeline import Progress
 from benchmark.registry import load_tasks
+from benchmark.sweep import expand, load_suite, run_sweep
 from benchmark.synthetic import synthesize
 from configs import path as config_path
 
+SUITE = config_path("smoke.yaml")
 MARKER = ".clip4vla-smoke"  # marks a folder this command made, so a rerun may replace it
 
 
@@ -34,16 +36,16 @@ def prepare_output(out: Path) -> None:
 
 
 def run_smoke(out: Path | None, overrides: list[str], seed: int = 0, scale: str = "tiny") -> Path:
-    """Run the smoke job into `out` (default: a new clip4vla-smoke-<time> folder here); returns report.md."""
+    """Run the smoke suite into `out` (default: a new clip4vla-smoke-<time> folder here); returns report.md."""
     progress = Progress()
-    base = read_yaml(config_path("smoke.yaml"))
     out = Path(out or Path.cwd() / time.strftime("clip4vla-smoke-%Y%m%d-%H%M%S")).resolve()
-    cfg = load_config(base, [f"data.root={out / 'data'}", *overrides])  # bad input fails before any work
-    check_tasks(cfg, needs_corpus=True)
+    overrides = [f"data.root={out / 'data'}", *overrides]
+    runs = expand(load_suite(SUITE), overrides)  # bad input fails before any work
     prepare_output(out)
     progress.say(f"output folder {out}")
     with progress.stage(f"synth: generated datasets ({scale}, seed {seed})"):
         tasks = load_tasks()
-        used = {tasks.get(name).spec.data_dir for name in [cfg.task, *cfg.pretrain_corpus]}
+        used = {tasks.get(name).spec.data_dir for run in runs for name in [run.config.task, *run.config.pretrain_corpus]
+                if name is not None}
         synthesize(out / "data", seed=seed, scale=scale, only=used)
-    return reproduce(cfg, out, "smoke", progress)
+    return run_sweep(SUITE, out, overrides, progress)

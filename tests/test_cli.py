@@ -56,7 +56,8 @@ def test_run_with_a_missing_config_is_one_line(tmp_path, capsys):
 
 def test_parser_has_no_hidden_verbs():
     choices = build_parser()._subparsers._group_actions[0].choices
-    assert sorted(choices) == ["evaluate", "finetune", "perf", "prepare", "pretrain", "run", "smoke", "synth", "tasks"]
+    assert sorted(choices) == ["evaluate", "finetune", "perf", "prepare", "pretrain", "report", "run", "smoke", "sweep",
+                               "synth", "tasks"]
 
 
 def test_pretrain_without_a_corpus_and_evaluate_without_a_task_are_one_line_errors(tmp_path, capsys):
@@ -64,3 +65,22 @@ def test_pretrain_without_a_corpus_and_evaluate_without_a_task_are_one_line_erro
     assert "no pre-training corpus: set pretrain_corpus=" in _one_line_error(capsys)
     assert main(["pretrain", "--out", str(tmp_path / "p"), f"data.root={tmp_path}", "pretrain_corpus=[audiosett]"]) == 2
     assert "did you mean 'audioset'?" in _one_line_error(capsys)
+
+
+def test_sweep_dry_run_prints_the_plan_without_creating_a_store(tmp_path, capsys):
+    from configs import path
+
+    assert main(["sweep", str(path("paper.yaml")), "--out", str(tmp_path / "paper"), "--dry-run",
+                 "data.root=/data"]) == 0
+    printed = capsys.readouterr().out
+    assert "suite paper" in printed and "20 runs" in printed and "estimated time to finish" in printed
+    assert not (tmp_path / "paper").exists()
+
+
+def test_sweep_bad_suite_and_bad_override_are_one_line_errors(tmp_path, capsys):
+    from configs import path
+
+    assert main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
+    assert "config file not found" in _one_line_error(capsys)
+    assert main(["sweep", str(path("smoke.yaml")), "--out", str(tmp_path), "--dry-run", "pretrain.lrr=1"]) == 2
+    assert "unknown config key 'pretrain.lrr'" in _one_line_error(capsys)

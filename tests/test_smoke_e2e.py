@@ -10,8 +10,12 @@ import subprocess
 
 import pytest
 
-EXPECTED_RUNS = {"evaluate/initial", "pretrain", "evaluate/pretrained", "finetune/msrvtt_retrieval",
-                 "evaluate/finetuned"}
+TASKS = ("msrvtt_retrieval", "vatex_retrieval", "audiocaps_retrieval", "msrvtt_caption", "vatex_caption",
+         "audiocaps_caption")
+VARIANTS = ("full", "no_intra", "no_type_token")
+RUN_TAGS = ("task", "task_version", "protocol", "variant", "seed", "protocol_fingerprint", "data_manifest", "git_sha",
+            "git_dirty", "version.torch", "version.open_clip_torch", "device", "world_size", "global_batch",
+            "precision", "sweep.key")
 
 
 @pytest.fixture(scope="module")
@@ -27,89 +31,128 @@ def smoke_output(tmp_path_factory):
     return out, cwd, proc
 
 
-def _results(out, point):
-    return json.loads((out / "runs" / point / "results.json").read_text())
+def _run_folder(out, step, variant="full"):
+    """The folder of a plan run, found through its config (folder names carry the run key)."""
+    import yaml
+
+    for folder in sorted((out / "runs").glob(f"{step}-*")):
+        record = json.loads((folder / "runs" / "finetuned" / "results.json").read_text()) \
+            if (folder / "runs" / "finetuned").exists() else None
+        if record and variant in record["extra"]["variant"].split(","):
+            assert yaml.safe_load((folder / "config.yaml").read_text())["task"] == step
+            return folder
+    raise AssertionError(f"no run folder for {step}/{variant}")
+
+
+def _results(folder, point):
+    return json.loads((folder / "runs" / point / "results.json").read_text())
 
 
 @pytest.mark.slow
 def test_smoke_writes_only_into_its_output_folder(smoke_output):
     out, cwd, proc = smoke_output
     assert list(cwd.iterdir()) == []
-    assert (out / "report.md").is_file() and (out / "mlruns.db").is_file()
-    finetune_ckpts = out / "checkpoints" / "finetune-msrvtt_retrieval"
-    assert list(finetune_ckpts.glob("step-*.pt")) and (finetune_ckpts / "best.json").is_file()
+    for name in ("report.md", "report.html", "tables.tex", "mlruns.db", "plots/ablation.png"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "runs").iterdir())) == 3 * (1 + len(TASKS))  # pre-training + six tasks per variant
+    checkpoints = _run_folder(out, "msrvtt_retrieval") / "checkpoints" / "finetune-msrvtt_retrieval"
+    assert list(checkpoints.glob("step-*.pt")) and (checkpoints / "best.json").is_file()
     assert "prepare data done" in proc.stderr and "finetune/msrvtt_retrieval step" in proc.stderr
 
 
 @pytest.mark.slow
-def test_smoke_logs_nested_mlflow_runs_with_metric_keys(smoke_output):
+def test_smoke_logs_nested_mlflow_runs_with_tags_and_metric_keys(smoke_output):
     from mlflow.tracking import MlflowClient
 
     out, _, _ = smoke_output
     client = MlflowClient(f"sqlite:///{out}/mlruns.db")
     experiment = client.get_experiment_by_name("clip4vla-smoke")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.info.run_name == "smoke"]
-    assert len(parents) == 1
-    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert set(children) == EXPECTED_RUNS
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
-    for point in ("initial", "pretrained", "finetuned"):
+    sweep = [r for r in runs if r.info.run_name == "sweep smoke"]
+    assert len(sweep) == 1
+    plan = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep[0].info.run_id]
+    assert len(plan) == 21 and {r.data.tags["variant"] for r in plan} == set(VARIANTS)
+    full_msrvtt = next(r for r in plan if r.info.run_name == "msrvtt_retrieval/full/seed0")
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == full_msrvtt.info.run_id}
+    assert set(children) == {"evaluate/initial", "finetune/msrvtt_retrieval", "evaluate/finetuned"}
+    for run in children.values():
+        missing = [t for t in RUN_TAGS if not run.data.tags.get(t)]
+        assert not missing, (run.info.run_name, missing)
+    for point in ("initial", "finetuned"):
         metrics = children[f"evaluate/{point}"].data.metrics
         for direction in ("t2v", "v2t", "t2va", "va2t", "t2a", "a2t"):
             for metric in ("R1", "R5", "R10", "MdR", "MnR"):
                 assert f"{direction}/{metric}" in metrics
-    for stage in ("pretrain", "finetune/msrvtt_retrieval"):
-        history = client.get_metric_history(children[stage].info.run_id, "train/loss")
-        assert len(history) >= 2
-    pretrain = children["pretrain"].data.metrics
-    # paper losses; configs/smoke.yaml also trains L_TV (random weights have no CLIP alignment to keep)
-    assert {"final/ta_loss", "final/va_loss", "final/aa_loss", "final/tv_loss"} <= set(pretrain)
-    assert not any(k.endswith(("va_repeat_loss", "tt_loss", "vv_loss")) for k in pretrain)  # released-code only
-    params = children["pretrain"].data.params
-    assert params["protocol"] == "paper" and params["loss.intra_modal"] == "True"
-    artifacts = [a.path for a in client.list_artifacts(children["evaluate/finetuned"].info.run_id)]
-    assert "results.json" in artifacts
     finetune = children["finetune/msrvtt_retrieval"]
     assert finetune.data.tags["selection_split"] == "train_9k-heldout"  # paper protocol: never the test split
-    assert len(client.get_metric_history(finetune.info.run_id, "select/score")) == 4
-    assert children["pretrain"].data.tags["task"] == "audioset+howto100m"
+    assert len(client.get_metric_history(finetune.info.run_id, "select/score")) == 2
+    assert len(client.get_metric_history(finetune.info.run_id, "train/loss")) >= 2
+    artifacts = [a.path for a in client.list_artifacts(children["evaluate/finetuned"].info.run_id)]
+    assert {"results.json", "queries.csv"} <= set(artifacts)
+    assert "config.yaml" in [a.path for a in client.list_artifacts(full_msrvtt.info.run_id)]
+    pretrain_plan = [r for r in plan if r.data.tags["sweep.step"] == "pretrain"]
+    assert len(pretrain_plan) == 3
+    for run in pretrain_plan:
+        child = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id)
+        metrics, params = child.data.metrics, child.data.params
+        assert child.data.tags["task"] == "audioset+howto100m"
+        assert {"final/ta_loss", "final/va_loss", "final/tv_loss"} <= set(metrics)
+        intra = run.data.tags["variant"] != "no_intra"
+        assert params["loss.intra_modal"] == str(intra) and ("final/aa_loss" in metrics) == intra
+        assert params["model.type_token"] == ("off" if run.data.tags["variant"] == "no_type_token" else "mix")
+    captions = next(r for r in runs if r.info.run_name == "evaluate/finetuned"
+                    and r.data.tags["task"] == "audiocaps_caption")
+    assert {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr"} <= set(captions.data.metrics)
 
 
 @pytest.mark.slow
-def test_smoke_report_and_records(smoke_output):
+def test_smoke_comparison_report_covers_every_task_and_ablation(smoke_output):
     out, _, _ = smoke_output
     report = (out / "report.md").read_text()
-    for text in ("## Retrieval", "R@1", "## Training", "Protocol fingerprint"):
-        assert text in report
-    assert re.search(r"\|\s*finetuned\s*\|\s*t2va\s*\|", report)
-    record = _results(out, "finetuned")
+    for task in TASKS:
+        assert f"## {task}" in report
+    assert "CLIP4VLA (paper)" in report and "pending" in report and "(E)" in report
+    ablations = report[report.index("## Ablations"):]
+    for task in TASKS:
+        for variant in VARIANTS[1:]:
+            assert re.search(rf"\|\s*{task}\s*\|\s*{variant}\s*\|", ablations), (task, variant)
+    assert "fingerprint" in report and "missing audio" in report
+    assert "data:image/png;base64" in (out / "report.html").read_text()
+    assert "\\toprule" in (out / "tables.tex").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_records_count_the_planted_defects(smoke_output):
+    out, _, _ = smoke_output
+    record = _results(_run_folder(out, "msrvtt_retrieval"), "finetuned")
     # the generated test split plants one listed-but-missing video and one clip without an audio track
     assert record["counts"]["missing_video"] == 1 and record["counts"]["missing_audio"] == 1
     assert record["task"] == "msrvtt_retrieval" and record["split"] == "test_1k_a"
-    assert record["environment"]["packages"]["torch"]
+    assert record["environment"]["packages"]["torch"] and record["extra"]["data_manifest"]
 
 
 @pytest.mark.slow
-def test_finetuned_model_retrieves_far_above_chance_and_untrained_does_not(smoke_output):
+def test_finetuned_model_retrieves_far_above_chance(smoke_output):
     out, _, _ = smoke_output
-    finetuned, initial = _results(out, "finetuned"), _results(out, "initial")
+    folder = _run_folder(out, "msrvtt_retrieval")
+    finetuned, pretrained = _results(folder, "finetuned"), _results(folder, "initial")
     chance = finetuned["extra"]["chance_R1"]
     assert finetuned["metrics"]["t2v/R1"] >= 3 * chance, finetuned["metrics"]
-    assert initial["metrics"]["t2v/R1"] < 3 * chance, initial["metrics"]
+    assert pretrained["metrics"]["t2v/R1"] < 3 * chance, pretrained["metrics"]
 
 
 @pytest.mark.slow
 def test_evaluate_from_the_kept_checkpoint_reproduces_the_finetuned_scores(smoke_output, tmp_path):
     from benchmark.cli import main
-    from configs import path as config_path
 
     out, _, _ = smoke_output
-    assert main(["evaluate", "msrvtt_retrieval", "--config", str(config_path("smoke.yaml")),
-                 "--checkpoint", str(out / "checkpoints" / "finetune-msrvtt_retrieval"), "--out", str(tmp_path),
-                 f"data.root={out / 'data'}"]) == 0
+    folder = _run_folder(out, "msrvtt_retrieval")
+    checkpoint = folder / "checkpoints" / "finetune-msrvtt_retrieval"
+    assert main(["evaluate", "msrvtt_retrieval", "--config", str(folder / "config.yaml"),
+                 "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "runs" / "evaluated" / "results.json").read_text())["metrics"]
-    finetuned = _results(out, "finetuned")["metrics"]
+    finetuned = _results(folder, "finetuned")["metrics"]
     for direction in ("t2v", "v2t", "t2va"):
         assert again[f"{direction}/R1"] == pytest.approx(finetuned[f"{direction}/R1"])
     rows = (tmp_path / "runs" / "evaluated" / "queries.csv").read_text().splitlines()

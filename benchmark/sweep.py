@@ -1,0 +1,416 @@
+"""Suites: a YAML plan of steps x variants x seeds, expanded into runs that a tracking store can tell apart.
+
+A suite file (configs/paper.yaml, ablations.yaml, smoke.yaml) holds:
+
+    suite: NAME                 # the MLflow experiment is clip4vla-NAME unless base.tracking.experiment says
+    seeds: [0, 1, 2]            # paired across variants: seed k of every variant starts from the same draw
+    base: {RunConfig keys}      # applied to every run
+    variants:                   # the first one is the reference of the ablation table
+      full: {}
+      no_intra: {overrides: {loss.intra_modal: false}}
+      no_audio: {overrides: {modalities: [text, video]}, skip: [pretrain-stage1]}
+    plan:                       # in order; `init` names an earlier step whose checkpoint this one starts from
+      - {name: pretrain-stage1, stage: pretrain, seeds: shared, config: {...}}
+      - {name: my_task, stage: finetune, init: pretrain-stage1, config: {task: my_task}}
+    estimate: {seconds_per_sample: 0.072, unit: GPU}   # for --dry-run's time estimate
+
+`extends: other.yaml` takes what the file does not say from another suite (base merged key by key) and
+`steps: [...]` keeps part of its plan; top-level keys starting with `x-` only hold YAML anchors.
+
+Every (step, variant, seed) resolves to a RunConfig. Its key is a hash of what the stage actually uses (a
+fine-tune ignores pre-training settings, a pre-training run ignores the fine-tuning recipe), of the key of
+the run it starts from, and of its seed, so variants that agree on a step share one run (e.g. the type-mix
+variants share the full model's pre-training). A run is done when the store holds a FINISHED run with its key:
+running the suite again, on this machine or another one logging to the same MLflow server, skips it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shlex
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark import distributed
+from benchmark.config import RunConfig, flatten, load_config, merge, parse_override, read_yaml, to_dict
+from benchmark.errors import UserError
+from benchmark.pipeline import Progress, reproduce, resolve_device, say_where
+from benchmark.records import fingerprint
+from benchmark.registry import closest, load_tasks
+from benchmark.tracking import Tracker, default_uri
+from benchmark.train import checkpoint_dir
+
+STAGES = ("pretrain", "finetune", "evaluate")
+SUITE_KEYS = ("suite", "seeds", "base", "variants", "plan", "steps", "estimate")
+STEP_KEYS = ("name", "stage", "init", "seeds", "config")
+VARIANT_KEYS = ("overrides", "skip")
+
+# Config sections a stage does not read: they stay out of its run key (and never cause a rerun).
+# Paths and machine settings are never part of a key, so a suite continues on a machine with other mounts.
+MACHINE_KEYS = ("device", "tracking", "data.root", "data.cache", "data.workers", "model.init", "eval.batch_size")
+UNUSED_BY_STAGE = {
+    "pretrain": ("task", "finetune", "eval", "model.type_mix", "model.fusion", "model.decoder",
+                 "model.supervise_pad", "data.val_fraction", "loss.symmetric_finetune"),
+    "finetune": ("pretrain", "pretrain_corpus", "pretrain_mix", "pretrain_epoch_size", "loss.intra_modal",
+                 "loss.text_video", "loss.released_terms"),
+    "evaluate": ("pretrain", "pretrain_corpus", "pretrain_mix", "pretrain_epoch_size", "finetune", "loss"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    stage: str
+    config: dict[str, Any]
+    init: str | None = None
+    shared_seed: bool = False  # `seeds: shared`: one run (the first seed) that every seed's later steps start from
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: dict[str, Any]
+    skip: tuple[str, ...] = ()  # steps this variant leaves out; its later steps start from what those started from
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    seeds: list[int]
+    base: dict[str, Any]
+    variants: list[Variant]
+    steps: list[Step]
+    seconds_per_sample: float  # training cost per (caption, clip) pair, for --dry-run's time estimate
+    estimate_unit: str
+
+    @property
+    def reference(self) -> str:
+        return self.variants[0].name
+
+
+@dataclass
+class PlannedRun:
+    key: str
+    step: Step
+    seed: int
+    config: RunConfig  # without model.init: where the checkpoint lives is decided when the run starts
+    variants: list[str] = field(default_factory=list)
+    init: PlannedRun | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.step.name}/{','.join(self.variants)}/seed{self.seed}"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.step.name}-{self.key[:10]}"
+
+    def checkpoints(self, out: Path) -> Path:
+        """The checkpoint folder a later step starts from (its best checkpoint, else its newest)."""
+        stage = self.step.stage if self.step.stage == "pretrain" else f"finetune/{self.config.task}"
+        return checkpoint_dir(out / "runs" / self.folder, stage)
+
+    def tags(self, suite: Suite) -> dict[str, str]:
+        """Tags of the run and of every run nested in it (stage and task tags stay the nested runs' own)."""
+        return {"suite": suite.name, "sweep.key": self.key, "sweep.step": self.step.name,
+                "sweep.stage": self.step.stage, "sweep.task": self.config.task or "",
+                "sweep.init": self.init.key if self.init else "", "variant": ",".join(self.variants)}
+
+
+def nested(mapping: dict[str, Any], where: str) -> dict[str, Any]:
+    """Accept both nested mappings and dotted keys ({"loss.intra_modal": false}); return a nested mapping."""
+    if not isinstance(mapping, dict):
+        raise UserError(f"{where} must be a mapping of config keys, got {mapping!r}")
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        node, parts = out, str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = nested(value, where) if isinstance(value, dict) else value
+    return out
+
+
+def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key '{key}'{closest(str(key), list(allowed))} "
+                            f"(allowed: {', '.join(allowed)})")
+
+
+def load_suite(path: Path) -> Suite:
+    """Read and check a suite YAML; every mistake is a one-line error naming the file and the key."""
+    data = read_suite_yaml(path)
+    _check_keys(data, SUITE_KEYS, str(path))
+    for required in ("suite", "plan"):
+        if required not in data:
+            raise UserError(f"{path}: missing '{required}'")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise UserError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    variants = []
+    for name, spec in (data.get("variants") or {"full": {}}).items():
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise UserError(f"{path}: variant '{name}' must be a mapping with 'overrides' and/or 'skip'")
+        _check_keys(spec, VARIANT_KEYS, f"{path}: variant '{name}'")
+        variants.append(Variant(str(name), nested(spec.get("overrides") or {}, f"{path}: variant '{name}'"),
+                                tuple(spec.get("skip") or ())))
+    steps: list[Step] = []
+    for i, raw in enumerate(data["plan"] if isinstance(data["plan"], list) else []):
+        where = f"{path}: plan entry {i + 1}"
+        if not isinstance(raw, dict):
+            raise UserError(f"{where} must be a mapping")
+        _check_keys(raw, STEP_KEYS, where)
+        if raw.get("stage") not in STAGES:
+            raise UserError(f"{where}: stage must be one of {', '.join(STAGES)}, got {raw.get('stage')!r}")
+        name = str(raw.get("name") or raw["stage"])
+        if any(s.name == name for s in steps):
+            raise UserError(f"{where}: step name '{name}' is used twice")
+        init = raw.get("init")
+        if init is not None and not any(s.name == init for s in steps):
+            raise UserError(f"{where}: init '{init}' is not an earlier step"
+                            f"{closest(str(init), [s.name for s in steps])}")
+        if raw.get("seeds", "each") not in ("each", "shared"):
+            raise UserError(f"{where}: seeds must be 'each' or 'shared', got {raw.get('seeds')!r}")
+        steps.append(Step(name, raw["stage"], nested(raw.get("config") or {}, where), init,
+                          raw.get("seeds") == "shared"))
+    if "steps" in data:  # a subset of the plan (e.g. an ablation suite that extends the paper's)
+        steps = [s for s in steps if s.name in data["steps"]]
+        for name in data["steps"]:
+            if not any(s.name == name for s in steps):
+                raise UserError(f"{path}: steps: '{name}' is not in the plan")
+        for step in steps:
+            if step.init and step.init not in data["steps"]:
+                raise UserError(f"{path}: steps: '{step.name}' starts from '{step.init}', which is left out")
+    if not steps:
+        raise UserError(f"{path}: the plan is empty")
+    for variant in variants:
+        for skipped in variant.skip:
+            if not any(s.name == skipped for s in steps):
+                raise UserError(f"{path}: variant '{variant.name}' skips unknown step '{skipped}'")
+    estimate = data.get("estimate") or {}
+    return Suite(str(data["suite"]), path, seeds, nested(data.get("base") or {}, f"{path}: base"), variants, steps,
+                 float(estimate.get("seconds_per_sample", 0.072)), str(estimate.get("unit", "GPU")))
+
+
+def read_suite_yaml(path: Path) -> dict[str, Any]:
+    """The suite mapping; `extends: OTHER.yaml` (next to it) supplies what this file does not say, with `base`
+    merged key by key. Top-level keys starting with x- only hold YAML anchors and are dropped."""
+    data = {k: v for k, v in read_yaml(path).items() if not str(k).startswith("x-")}
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    inherited = read_suite_yaml(path.parent / parent)
+    base = nested(inherited.get("base") or {}, f"{parent}: base")
+    merge(base, nested(data.get("base") or {}, f"{path}: base"))
+    return {**inherited, **data, "base": base}
+
+
+def run_key(step: Step, cfg: RunConfig, init: PlannedRun | None) -> str:
+    """Hash of what this stage reads from the config, its seed, and the run it starts from."""
+    flat = flatten(to_dict(cfg))
+    unused = MACHINE_KEYS + UNUSED_BY_STAGE[step.stage]
+    used = {k: v for k, v in flat.items() if not any(k == u or k.startswith(u + ".") for u in unused)}
+    return fingerprint({"stage": step.stage, "config": used, "init": init.key if init else None})
+
+
+def expand(suite: Suite, overrides: list[str] = ()) -> list[PlannedRun]:
+    """Every (step, variant, seed) of the suite as runs in plan order, sharing a run where the keys agree.
+    `overrides` (KEY=VALUE, e.g. data.root=/data) apply to every run, after the suite's own settings."""
+    tasks = load_tasks()
+    runs: dict[str, PlannedRun] = {}
+    for variant in suite.variants:
+        for seed in suite.seeds:
+            made: dict[str, PlannedRun | None] = {}  # step name -> its run for this (variant, seed)
+            for step in suite.steps:
+                init = made.get(step.init) if step.init else None
+                if step.name in variant.skip:
+                    made[step.name] = init  # later steps start from what the skipped step would have
+                    continue
+                run_seed = suite.seeds[0] if step.shared_seed else seed
+                data: dict[str, Any] = {}
+                for layer in (suite.base, step.config, variant.overrides):
+                    merge(data, copy.deepcopy(layer))  # never alias the suite's own mappings
+                cfg = load_config(data, [f"seed={run_seed}", *overrides])
+                for name in [cfg.task, *cfg.pretrain_corpus]:
+                    if name is not None:
+                        tasks.get(name)  # unknown task names fail here, before any run starts
+                if step.stage != "pretrain" and cfg.task is None:
+                    raise UserError(f"{suite.path}: step '{step.name}' ({step.stage}) needs config.task")
+                key = run_key(step, cfg, init)
+                run = runs.setdefault(key, PlannedRun(key, step, run_seed, cfg, init=init))
+                if variant.name not in run.variants:
+                    run.variants.append(variant.name)
+                made[step.name] = run
+    return list(runs.values())
+
+
+def train_samples(run: PlannedRun) -> int | None:
+    """(caption, clip) pairs the run trains on: max_steps x batch, else epochs x the task's nominal epoch."""
+    cfg = run.config
+    if run.step.stage == "evaluate":
+        return 0
+    recipe = cfg.pretrain if run.step.stage == "pretrain" else cfg.finetune
+    if recipe.max_steps is not None:
+        return recipe.max_steps * recipe.batch_size
+    tasks = load_tasks()
+    if run.step.stage == "pretrain":
+        if cfg.pretrain_epoch_size:
+            return recipe.epochs * cfg.pretrain_epoch_size
+        sizes = [tasks.get(name).spec.train_pairs for name in cfg.pretrain_corpus]
+        return None if None in sizes else recipe.epochs * sum(sizes)
+    pairs = tasks.get(cfg.task).spec.train_pairs
+    return None if pairs is None else recipe.epochs * pairs
+
+
+def describe(suite: Suite, runs: list[PlannedRun], finished: set[str]) -> str:
+    """The plan as a table: what runs, what it starts from, whether the store has it, what it costs."""
+    lines = [f"suite {suite.name} ({suite.path}): {len(runs)} runs "
+             f"({len(suite.steps)} steps x {len(suite.variants)} variants x {len(suite.seeds)} seeds, shared runs "
+             f"counted once); {sum(r.key in finished for r in runs)} already finished in the store"]
+    header = f"{'key':<10}  {'status':<8}  {'stage':<8}  {'step':<22}  {'variants':<34}  {'seed':>4}  " \
+             f"{'starts from':<10}  {'train samples':>13}  {'est. ' + suite.estimate_unit + ' time':>14}"
+    lines += [header, "-" * len(header)]
+    total, unknown = 0.0, 0
+    for run in runs:
+        samples = train_samples(run)
+        hours = None if samples is None else samples * suite.seconds_per_sample / 3600
+        if run.key not in finished:
+            if hours is None:
+                unknown += 1
+            else:
+                total += hours
+        lines.append(
+            f"{run.key[:10]:<10}  {'done' if run.key in finished else 'to run':<8}  {run.step.stage:<8}  "
+            f"{run.step.name:<22}  {','.join(run.variants)[:34]:<34}  {run.seed:>4}  "
+            f"{(run.init.key[:10] if run.init else '-'):<10}  {_count(samples):>13}  {_hours(hours):>14}")
+    lines.append(f"estimated time to finish: {_hours(total)} of {suite.estimate_unit} time for training "
+                 f"at {suite.seconds_per_sample:g} {suite.estimate_unit}-seconds per training sample"
+                 + (f"; {unknown} runs have no nominal size (set pretrain_epoch_size)" if unknown else "")
+                 + "; evaluation not included")
+    return "\n".join(lines)
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
+def _hours(h: float | None) -> str:
+    """Hours as '1,234.5 h', '12.0 min' or '40 s'."""
+    if h is None:
+        return "?"
+    return f"{h:,.1f} h" if h >= 1 else f"{h * 60:.1f} min" if h * 60 >= 1 else f"{h * 3600:.0f} s"
+
+
+def emit(suite: Suite, runs: list[PlannedRun], finished: set[str], out: Path, overrides: list[str]) -> str:
+    """One shell command per unfinished run, in plan order; a run's `# after` line names the run it starts
+    from, which a scheduler must finish first (the command refuses to start before that)."""
+    lines = []
+    for run in runs:
+        if run.key in finished:
+            continue
+        after = f"; after {run.init.key[:10]}" if run.init and run.init.key not in finished else ""
+        lines.append(f"# {run.label}{after}")
+        lines.append(shlex.join(["clip4vla", "sweep", str(suite.path.resolve()), "--out", str(out.resolve()),
+                                 "--only", run.key[:10], *overrides]))
+    return "\n".join(lines)
+
+
+def select(runs: list[PlannedRun], only: str) -> PlannedRun:
+    matches = [r for r in runs if r.key.startswith(only)]
+    if len(matches) != 1:
+        raise UserError(f"--only {only}: {'no run' if not matches else 'several runs'} of this suite have that key "
+                        f"(see --dry-run)")
+    return matches[0]
+
+
+def with_init(run: PlannedRun, out: Path, finished: set[str]) -> RunConfig:
+    """The run's config with model.init pointing at the checkpoint of the run it starts from."""
+    if run.init is None:
+        return run.config
+    if run.init.key not in finished:
+        raise UserError(f"run {run.label} starts from {run.init.label} (key {run.init.key[:10]}), "
+                        "which has not finished yet: run that one first")
+    folder = run.init.checkpoints(out)
+    if not folder.is_dir():
+        raise UserError(f"run {run.label} starts from {folder}, which is not on this machine: the run finished "
+                        "elsewhere; give every machine the same --out on shared storage")
+    return dataclasses.replace(run.config, model=dataclasses.replace(run.config.model, init=str(folder)))
+
+
+def override_list(texts: list[str]) -> list[str]:
+    """Check CLI overrides early (bad syntax is a one-line error before anything runs)."""
+    for text in texts:
+        parse_override(text)
+    return list(texts)
+
+
+def experiment_of(suite: Suite) -> str:
+    """The suite's MLflow experiment: base.tracking.experiment, else clip4vla-<suite>."""
+    return (suite.base.get("tracking") or {}).get("experiment") or f"clip4vla-{suite.name}"
+
+
+def finished_keys(tracker: Tracker) -> dict[str, dict[str, Any]]:
+    """Runs of the suite that the store holds as FINISHED, by key (the newest when a key finished twice)."""
+    done: dict[str, dict[str, Any]] = {}
+    for run in tracker.search(finished_only=True):
+        key = run["tags"].get("sweep.key")
+        if key and run["tags"].get("role") == "plan-run" and key not in done:  # newest first
+            done[key] = run
+    return done
+
+
+def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, only: str | None = None,
+              dry_run: bool = False, emit_commands: bool = False) -> Path | None:
+    """Run the suite's plan into `out` (skipping runs the store holds as finished), then write the comparison
+    report there. --dry-run prints the plan; --emit prints one command per unfinished run.
+
+    Under torchrun every rank walks the same plan: rank 0 reads the store and tells the others what is done,
+    and only rank 0 logs, writes records and the report."""
+    from reports.collect import write_report
+
+    suite = load_suite(path)
+    runs = expand(suite, override_list(overrides))
+    out = out.resolve()
+    uri = default_uri(out, runs[0].config.tracking.uri)
+    if dry_run or emit_commands:
+        store = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        looked = store is None or store.exists()  # do not create a store just to look at an empty plan
+        done = set(finished_keys(Tracker(uri, experiment_of(suite), out / "mlartifacts")) if looked else ())
+        print(describe(suite, runs, done) if dry_run else emit(suite, runs, done, out, overrides))
+        return None
+    distributed.setup(resolve_device(runs[0].config.device))
+    tracker = None
+    if distributed.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        tracker = Tracker(uri, experiment_of(suite), out / "mlartifacts")
+    finished = distributed.gather_objects(finished_keys(tracker) if tracker else None)[0]
+    todo = [select(runs, only)] if only else runs
+    progress.say(f"suite {suite.name}: {len(todo)} runs, {sum(r.key in finished for r in todo)} already finished; "
+                 f"MLflow {uri}, experiment {experiment_of(suite)}")
+    sweep_run = tracker.run(f"sweep {suite.name}", tags={"suite": suite.name, "sweep.file": str(path.resolve())}) \
+        if tracker else nullcontext(None)
+    with sweep_run as parent:
+        for i, run in enumerate(todo, 1):
+            if run.key in finished:
+                if tracker:  # a new variant may share this run: the report must know
+                    old = finished[run.key]["tags"].get("variant", "")
+                    tracker.set_tags(finished[run.key]["run_id"],
+                                     {"variant": ",".join(sorted({*old.split(","), *run.variants} - {""}))})
+                progress.say(f"[{i}/{len(todo)}] {run.label}: finished earlier, skipped")
+                continue
+            cfg = with_init(run, out, set(finished))
+            with progress.stage(f"[{i}/{len(todo)}] {run.label} (key {run.key[:10]})"):
+                reproduce(cfg, out / "runs" / run.folder, run.label, progress, (run.step.stage,), resume=True,
+                          tracker=tracker, parent=parent, tags=run.tags(suite))
+            finished[run.key] = {"tags": run.tags(suite)}
+    if tracker is None:
+        return None
+    paths = write_report(tracker, out, f"clip4vla {suite.name}: reproduction report", suite.reference)
+    progress.say(f"report: {', '.join(str(p) for p in paths.values())}")
+    say_where(tracker, out, progress)
+    return paths["md"]

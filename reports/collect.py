@@ -1,0 +1,105 @@
+"""From a tracking store to the comparison report: the runs of one experiment as long pandas frames.
+
+`results` holds one row per final metric of a final evaluation (after fine-tuning, or a standalone evaluation),
+`curves` the training histories; reports/render.py puts them beside the paper and the published baselines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import baselines
+from benchmark.evaluate import DIRECTIONS
+from benchmark.metrics import CAPTION_METRICS
+from benchmark.registry import load_tasks
+from benchmark.tracking import Tracker
+from reports.render import write_comparison_report
+
+FINAL_LABELS = ("finetuned", "evaluated")  # "initial" and "pretrained" are the learning signal, not the result
+RANK_METRICS = ("R1", "R5", "R10", "MdR", "MnR")
+CURVE_KEYS = ("train/loss", "select/score")
+COUNTS = ("clips_used", "clips_listed", "missing_video", "missing_audio")
+# With no audio at all the fused feature is the video feature (spec §2.5: an item without audio is its video
+# alone), so a video-only run's t2v / v2t also stand for t2va / va2t, and the no-audio ablation pairs with the
+# full model's main score.
+VIDEO_ONLY_ALIASES = {"t2v": "t2va", "v2t": "va2t"}
+
+
+def _variants(run: dict[str, Any], plan_variants: dict[str, str]) -> list[str]:
+    """The variants a run serves: its plan run's tag (updated when a later suite shares the run), else its own."""
+    tag = plan_variants.get(run["tags"].get("sweep.key", ""), run["tags"].get("variant", "default"))
+    return [v for v in tag.split(",") if v] or ["default"]
+
+
+def _video_only(run: dict[str, Any]) -> bool:
+    modalities = run["params"].get("modalities", "None")
+    return modalities != "None" and "audio" not in modalities
+
+
+def _metric_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    metrics, rows = run["metrics"], []
+    for key, value in metrics.items():
+        direction, _, metric = key.partition("/")
+        if direction in DIRECTIONS and metric in RANK_METRICS:
+            low, high = metrics.get(f"ci95/{key}/low"), metrics.get(f"ci95/{key}/high")
+            rows.append({"direction": direction, "metric": metric, "value": value, "ci_low": low, "ci_high": high})
+            if _video_only(run) and direction in VIDEO_ONLY_ALIASES:
+                rows.append({**rows[-1], "direction": VIDEO_ONLY_ALIASES[direction]})
+        elif key in CAPTION_METRICS:
+            rows.append({"direction": "caption", "metric": key, "value": value, "ci_low": None, "ci_high": None})
+    return rows
+
+
+def collect(tracker: Tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, curves) of the tracker's experiment; only FINISHED runs count, the newest per plan run."""
+    runs = tracker.search(finished_only=True)
+    plan_variants: dict[str, str] = {}
+    for run in runs:  # newest first
+        key = run["tags"].get("sweep.key")
+        if key and run["tags"].get("role") == "plan-run":
+            plan_variants.setdefault(key, run["tags"].get("variant", ""))
+    results, curves, seen = [], [], set()
+    for run in runs:
+        tags = run["tags"]
+        identity = (tags.get("sweep.key") or run["run_id"], tags.get("stage"), tags.get("label"), tags.get("task"))
+        if identity in seen:  # an older copy of a plan run that was run again
+            continue
+        if tags.get("sweep.key") and tags["sweep.key"] not in plan_variants:  # its plan run did not finish
+            continue
+        seen.add(identity)
+        common = {"task": tags.get("task", ""), "seed": int(tags.get("seed", 0)), "run_id": run["run_id"]}
+        if tags.get("stage") == "evaluate" and tags.get("label") in FINAL_LABELS:
+            info = {**common, "split": tags.get("split", ""), "protocol": tags.get("protocol", ""),
+                    "protocol_fingerprint": tags.get("protocol_fingerprint", ""),
+                    **{c: int(tags.get(f"count.{c}", 0)) for c in COUNTS}}
+            for variant in _variants(run, plan_variants):
+                results += [{**info, "variant": variant, **row} for row in _metric_rows(run)]
+        elif tags.get("stage") in ("pretrain", "finetune"):
+            for key in CURVE_KEYS:
+                for step, value in tracker.history(run["run_id"], key):
+                    curves += [{**common, "stage": tags["stage"], "variant": variant, "step": step, "key": key,
+                                "value": value} for variant in _variants(run, plan_variants)]
+    return pd.DataFrame(results, columns=RESULT_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS)
+
+
+RESULT_COLUMNS = ["task", "variant", "seed", "split", "direction", "metric", "value", "protocol",
+                  "protocol_fingerprint", *COUNTS, "ci_low", "ci_high", "run_id"]
+CURVE_COLUMNS = ["task", "stage", "variant", "seed", "step", "key", "value", "run_id"]
+
+
+def main_scores(tasks: list[str]) -> dict[str, str]:
+    """Each task's main score ("t2va/R1", or "CIDEr" for captioning), in registry order."""
+    registry = load_tasks()
+    return {name: registry.get(name).spec.main_score for name in registry if name in tasks}
+
+
+def write_report(tracker: Tracker, out: Path, title: str, reference_variant: str = "full",
+                 published: Path | None = None) -> dict[str, Path]:
+    """report.md, report.html and tables.tex (+ plots/) in `out` from the tracker's experiment, against the
+    shipped baselines or a `published` CSV of the same columns (e.g. a copy with the paper's numbers filled in)."""
+    results, curves = collect(tracker)
+    scores = main_scores(sorted(set(results["task"])))
+    return write_comparison_report(results, curves, baselines.load(published), out, title, scores, reference_variant)

@@ -1,0 +1,96 @@
+"""`clip4vla report` on a fabricated tracking store with known numbers: means, intervals, deltas, verdicts."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.tracking import Tracker
+
+EXPERIMENT = "clip4vla-fabricated"
+# t2va/R1 per seed; the paper's number is filled in below as 43.0: full's 95% interval 42.0 ± 4.97 holds it
+FULL = {0: 40.0, 1: 42.0, 2: 44.0}
+NO_INTRA = {0: 38.0, 1: 41.0, 2: 41.0}  # paired deltas -2, -1, -3: mean -2.0 ± 2.48, contains 0
+NO_AUDIO = {0: 30.0, 1: 31.0, 2: 32.0}  # video only (t2v); deltas -10, -11, -12: mean -11.0 ± 2.48, hurts
+
+
+def log_plan_run(tracker, parent, variant, seed, metrics, modalities=None, status_ok=True, label="finetuned"):
+    """One plan run as a sweep logs it: the plan run, a fine-tuning run and an evaluation nested in it."""
+    key = f"key-{variant}-{seed}"
+    tags = {"sweep.key": key, "variant": variant, "seed": seed, "role": "plan-run"}
+    eval_tags = {"sweep.key": key, "variant": variant, "seed": seed, "stage": "evaluate", "label": label,
+                 "task": "msrvtt_retrieval", "split": "test_1k_a", "protocol": "paper",
+                 "protocol_fingerprint": "fp0123456789", "count.clips_used": 1000, "count.clips_listed": 1000,
+                 "count.missing_video": 0, "count.missing_audio": 32}
+    try:
+        with tracker.run(f"msrvtt_retrieval/{variant}/seed{seed}", parent, tags) as plan:
+            with tracker.run("finetune/msrvtt_retrieval", plan, {**eval_tags, "stage": "finetune"}) as train:
+                for step, loss in ((1, 3.0), (2, 2.5), (3, 2.0)):
+                    train.log_metrics({"train/loss": loss}, step)
+            with tracker.run(f"evaluate/{label}", plan, eval_tags) as run:
+                run.log_params({"modalities": modalities})
+                run.log_metrics(metrics)
+            if not status_ok:
+                raise RuntimeError("crashed after its evaluation")
+    except RuntimeError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fabricated")
+    tracker = Tracker(f"sqlite:///{out}/mlruns.db", EXPERIMENT, out / "mlartifacts")
+    with tracker.run("sweep fabricated", tags={"suite": "fabricated"}) as parent:
+        for seed in FULL:
+            log_plan_run(tracker, parent, "full", seed, {"t2va/R1": FULL[seed], "t2v/R1": FULL[seed] - 5})
+            log_plan_run(tracker, parent, "full", seed, {"t2va/R1": 0.0}, label="initial")  # not a result
+            log_plan_run(tracker, parent, "no_intra", seed, {"t2va/R1": NO_INTRA[seed]})
+            log_plan_run(tracker, parent, "no_audio", seed, {"t2v/R1": NO_AUDIO[seed]}, ["text", "video"])
+        # a plan run that failed after its evaluation never counts, whatever it logged
+        log_plan_run(tracker, parent, "no_intra", 3, {"t2va/R1": 99.0}, status_ok=False)
+    published = out / "published.csv"
+    rows = (pytest.importorskip("baselines").DEFAULT).read_text().splitlines()
+    paper = "CLIP4VLA (paper),full,MSR-VTT,test_1k_a,msrvtt_retrieval,t2va,R1,"
+    edited = [re.sub(r",pending,", ",E,", line.replace(paper + ",", paper + "43.0,")) if line.startswith(paper)
+              else line for line in rows]
+    assert edited != rows  # the one-line edit that fills in a paper number
+    published.write_text("\n".join(edited) + "\n")
+    return out, published
+
+
+def test_report_from_store_gives_known_means_intervals_deltas_and_verdicts(store):
+    out, published = store
+    assert main(["report", "--out", str(out), "--experiment", EXPERIMENT, "--baselines", str(published)]) == 0
+    report = (out / "report.md").read_text()
+    t2va = report[report.index("### msrvtt_retrieval — t2va"):report.index("### msrvtt_retrieval — va2t")
+                  if "### msrvtt_retrieval — va2t" in report else None]
+    row = lambda name: next(line for line in t2va.splitlines() if line.startswith(f"| {name}"))  # noqa: E731
+    assert "43.0 (E)" in row("CLIP4VLA (paper)")
+    assert "42.0 ± 5.0" in row("ours (full, 3 seeds)")  # t(0.975, 2) * 2 / sqrt(3) = 4.97
+    assert "-1.0" in row("Δ vs paper") and "reproduced" in row("verdict")
+    assert "fp0123456789" in t2va and "missing audio 32" in t2va
+
+    ablations = report[report.index("## Ablations"):]
+    no_intra = next(line for line in ablations.splitlines() if re.match(r"\|\s*msrvtt_retrieval\s*\|\s*no_intra", line))
+    assert "-2.0 ± 2.5" in no_intra and "no clear difference" in no_intra and re.search(r"\|\s*3\s*\|", no_intra)
+    assert "99" not in no_intra  # the failed run
+    no_audio = next(line for line in ablations.splitlines() if re.match(r"\|\s*msrvtt_retrieval\s*\|\s*no_audio", line))
+    assert "-11.0 ± 2.5" in no_audio and "hurts" in no_audio
+    assert (out / "tables.tex").is_file() and "data:image/png;base64" in (out / "report.html").read_text()
+    assert (out / "plots" / "ablation.png").is_file()
+
+
+def test_report_with_the_shipped_baselines_shows_the_paper_as_pending(store, tmp_path):
+    out, _ = store
+    assert main(["report", "--out", str(tmp_path), "--tracking-uri", f"sqlite:///{out}/mlruns.db"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    t2va = report[report.index("### msrvtt_retrieval — t2va"):]
+    assert re.search(r"\| CLIP4VLA \(paper\)\s*\|\s*pending", t2va)
+    assert "(S)" in t2va or "(E)" in t2va  # published baselines with their confidence code
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    assert "no tracking store" in capsys.readouterr().err

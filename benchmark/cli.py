@@ -66,7 +66,11 @@ def _reproduce(args: argparse.Namespace, stages: tuple[str, ...], extra: list[st
     from benchmark.pipeline import Progress, reproduce
 
     config = Path(args.config) if args.config else None
-    cfg = load_config(read_yaml(config) if config else {}, [*extra, *args.overrides])
+    data = read_yaml(config) if config else {}
+    if "plan" in data:
+        raise UserError(f"{config} is a suite: run it with `clip4vla sweep {config} --out DIR`, or give the "
+                        "config.yaml of one of its runs (OUT/runs/<step>-<key>/config.yaml)")
+    cfg = load_config(data, [*extra, *args.overrides])
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     reproduce(cfg, out, config.stem if config else "-".join(stages), Progress(), stages,

@@ -269,9 +269,9 @@ def train_samples(run: PlannedRun) -> int | None:
 
 def describe(suite: Suite, runs: list[PlannedRun], finished: set[str]) -> str:
     """The plan as a table: what runs, what it starts from, whether the store has it, what it costs."""
-    lines = [f"suite {suite.name} ({suite.path}): {len(runs)} runs "
-             f"({len(suite.steps)} steps x {len(suite.variants)} variants x {len(suite.seeds)} seeds, shared runs "
-             f"counted once); {sum(r.key in finished for r in runs)} already finished in the store"]
+    lines = [f"suite {suite.name} ({suite.path}): {len(runs)} runs ({_n(suite.steps, 'step')} x "
+             f"{_n(suite.variants, 'variant')} x {_n(suite.seeds, 'seed')}, shared runs counted once); "
+             f"{sum(r.key in finished for r in runs)} already finished in the store"]
     header = f"{'key':<10}  {'status':<8}  {'stage':<8}  {'step':<22}  {'variants':<34}  {'seed':>4}  " \
              f"{'starts from':<10}  {'train samples':>13}  {'est. ' + suite.estimate_unit + ' time':>14}"
     lines += [header, "-" * len(header)]
@@ -293,6 +293,10 @@ def describe(suite: Suite, runs: list[PlannedRun], finished: set[str]) -> str:
                  + (f"; {unknown} runs have no nominal size (set pretrain_epoch_size)" if unknown else "")
                  + "; evaluation not included")
     return "\n".join(lines)
+
+
+def _n(items: list, word: str) -> str:
+    return f"{len(items)} {word}{'' if len(items) == 1 else 's'}"
 
 
 def _count(n: int | None) -> str:
@@ -408,9 +412,13 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
                 reproduce(cfg, out / "runs" / run.folder, run.label, progress, (run.step.stage,), resume=True,
                           tracker=tracker, parent=parent, tags=run.tags(suite))
             finished[run.key] = {"tags": run.tags(suite)}
-    if tracker is None:
-        return None
-    paths = write_report(tracker, out, f"clip4vla {suite.name}: reproduction report", suite.reference)
+        if tracker is None:
+            return None
+        paths = write_report(tracker, out, f"clip4vla {suite.name}: reproduction report", suite.reference)
+        for path in paths.values():
+            parent.log_artifact(path)
+        for plot in sorted((out / "plots").glob("*.png")):
+            parent.log_artifact(plot, "plots")
     progress.say(f"report: {', '.join(str(p) for p in paths.values())}")
     say_where(tracker, out, progress)
     return paths["md"]

@@ -167,7 +167,8 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
     tracker, runs, final = _final_metrics(tmp_path / "crashed")
     assert sum(r["name"] == "pretrain" for r in runs) == 1  # finished before the crash: not run again
     resumed = next(r for r in runs if r["name"] == "finetune/audiocaps_retrieval" and r["status"] == "FINISHED")
-    assert [step for step, _ in tracker.history(resumed["run_id"], "train/loss")] == [3, 4]  # from the step-2 checkpoint
+    steps = [step for step, _ in tracker.history(resumed["run_id"], "train/loss")]
+    assert steps == [3, 4]  # continued from the step-2 checkpoint
     _, _, straight = _final_metrics(tmp_path / "straight")
     metrics = {k: v for k, v in final[0]["metrics"].items() if "/" in k}
     assert metrics == {k: v for k, v in straight[0]["metrics"].items() if "/" in k}  # resumed == uninterrupted

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,7 +320,6 @@ class Reproduction:
                                    extra={"config": to_dict(self.cfg), "stage": name,
                                           "preprocessing_fingerprint": self.prep.fingerprint()})
         with self.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), self._run(name, tags) as run:
-            run.log_params(flatten(to_dict(self.cfg)))
 
             def log_step(metrics: dict[str, float], step: int) -> None:
                 run.log_metrics(metrics, step)
@@ -408,11 +407,15 @@ class Reproduction:
             return spec.main_score
         return f"{self.directions[0]}/R1"
 
-    def _run(self, name: str, tags: dict):
-        """A nested MLflow run on rank 0; elsewhere a run that records nothing."""
-        if self.rank == 0 and self.tracker is not None:
-            return self.tracker.run(name, self.parent, tags)
-        return nullcontext(NullRun())
+    @contextmanager
+    def _run(self, name: str, tags: dict) -> Iterator[TrackedRun | NullRun]:
+        """A nested MLflow run with the flattened config as params, on rank 0; elsewhere one that records nothing."""
+        if self.rank != 0 or self.tracker is None:
+            yield NullRun()
+            return
+        with self.tracker.run(name, self.parent, tags) as run:
+            run.log_params(flatten(to_dict(self.cfg)))
+            yield run
 
     def run_tags(self, data: list[Prepared], precision: str, global_batch: int) -> dict[str, object]:
         """What every nested run is tagged with (architecture.md "Run record"): the data it saw (split, protocol
@@ -450,6 +453,7 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
         config = out / "config.yaml"  # the resolved config: `--config` of any verb reruns exactly this
         config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         run.log_artifact(config)
+        run.log_params(flatten(to_dict(cfg)))
         records = Reproduction(cfg, out, tracker, run, progress, resume, tags).run(stages)
         report = write_run_report(records, out / "report.md", f"clip4vla {name} report")
         run.log_artifact(report)

@@ -26,3 +26,16 @@ def generated(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("data")
     return root, synthesize(root, seed=0, only={"vatex", "audiocaps", "audioset", "howto100m"})
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory):
+    """A run config (not a suite) with the smoke suite's tiny-model settings, for the single-run verbs."""
+    import yaml
+
+    from benchmark.sweep import read_suite_yaml
+    from configs import path
+
+    config = tmp_path_factory.mktemp("configs") / "tiny.yaml"
+    config.write_text(yaml.safe_dump(read_suite_yaml(path("smoke.yaml"))["base"]))
+    return config

@@ -9,9 +9,6 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.metrics import CAPTION_METRICS, caption_scores
-from configs import path as config_path
-
-CONFIG = config_path("smoke.yaml")
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs java")
 
@@ -46,10 +43,10 @@ def test_caption_scores_equal_pycocoevalcap_called_directly():
 
 
 @pytest.mark.slow
-def test_caption_finetune_and_evaluate_end_to_end(msrvtt_small, tmp_path):
+def test_caption_finetune_and_evaluate_end_to_end(msrvtt_small, tiny_config, tmp_path):
     root, _ = msrvtt_small
     out = tmp_path / "out"
-    assert main(["finetune", "msrvtt_caption", "--config", str(CONFIG), "--out", str(out),
+    assert main(["finetune", "msrvtt_caption", "--config", str(tiny_config), "--out", str(out),
                  f"data.root={root.parent}", "model.cross_layers=2", "finetune.max_steps=2", "finetune.eval_every=0",
                  "eval.beam=2"]) == 0
     record = json.loads((out / "runs" / "finetuned" / "results.json").read_text())

@@ -30,3 +30,48 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     # Same global contrastive batch and gradients; only float summation order differs between the runs.
     # Measured: 2e-7; without the gradient-carrying all-gather (per-rank contrastive batches): 4e-3.
     assert worst < 1e-4, worst
+
+
+SUITE = """
+suite: ddp
+seeds: [0]
+base:
+  device: cpu
+  model: {clip_name: tiny-clip4vla, pretrained: null, logit_scale_init: 14.3}
+  data: {max_frames: 2, max_audio_segments: 2}
+  pretrain: {max_steps: 2, batch_size: 8}
+  finetune: {max_steps: 2, batch_size: 8}
+  eval: {bootstrap: 0}
+plan:
+  - {name: pre, stage: pretrain, config: {pretrain_corpus: [audioset]}}
+  - {name: ft, stage: finetune, init: pre, config: {task: audiocaps_retrieval}}
+"""
+
+
+def _sweep(launcher, suite, out, root):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, *launcher, "-m", "benchmark.cli", "sweep", str(suite), "--out", str(out),
+                           f"data.root={root}"], env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from benchmark.tracking import Tracker
+
+    runs = Tracker(f"sqlite:///{out}/mlruns.db", "clip4vla-ddp", create=False).search()
+    return {r["name"]: r for r in runs}
+
+
+@pytest.mark.slow
+def test_a_sweep_under_torchrun_logs_once_and_ends_where_one_process_ends(tmp_path, generated):
+    root, _ = generated
+    suite = tmp_path / "ddp.yaml"
+    suite.write_text(SUITE)
+    single = _sweep([], suite, tmp_path / "one", root)
+    double = _sweep(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], suite,
+                    tmp_path / "two", root)
+    assert sorted(single) == sorted(double)  # rank 1 logged nothing: the same runs, once
+    assert double["pretrain"]["tags"]["world_size"] == "2" and single["pretrain"]["tags"]["world_size"] == "1"
+    for name in ("pretrain", "finetune/audiocaps_retrieval"):
+        ours, theirs = single[name]["metrics"], double[name]["metrics"]
+        assert ours["final/ta_loss" if name == "pretrain" else "train/loss"] == pytest.approx(
+            theirs["final/ta_loss" if name == "pretrain" else "train/loss"], rel=1e-4)
+    assert (tmp_path / "two" / "report.md").is_file()

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from configs import path as config_path
 
 
 def _free_port() -> int:
@@ -47,29 +46,30 @@ def mlflow_server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def _evaluate(out, root):
-    return main(["evaluate", "msrvtt_retrieval", "--config", str(config_path("smoke.yaml")), "--out", str(out),
+def _evaluate(out, root, config):
+    return main(["evaluate", "msrvtt_retrieval", "--config", str(config), "--out", str(out),
                  f"data.root={root}", "eval.bootstrap=0", "tracking.experiment=server-test"])
 
 
 @pytest.mark.slow
-def test_runs_are_logged_to_the_server(mlflow_server, msrvtt_small, tmp_path, monkeypatch):
+def test_runs_are_logged_to_the_server(mlflow_server, msrvtt_small, tiny_config, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    assert _evaluate(tmp_path / "out", msrvtt_small[0].parent) == 0
+    assert _evaluate(tmp_path / "out", msrvtt_small[0].parent, tiny_config) == 0
     client = MlflowClient(mlflow_server)
     runs = client.search_runs([client.get_experiment_by_name("server-test").experiment_id])
     names = {r.info.run_name: r for r in runs}
-    assert {"smoke", "evaluate/evaluated"} <= set(names)
+    assert {tiny_config.stem, "evaluate/evaluated"} <= set(names)
     assert "t2va/R1" in names["evaluate/evaluated"].data.metrics
     assert not (tmp_path / "out" / "mlruns.db").exists()  # MLFLOW_TRACKING_URI won over the local default
 
 
-def test_an_unreachable_server_still_finishes_with_local_results(msrvtt_small, tmp_path, monkeypatch, caplog):
+def test_an_unreachable_server_still_finishes_with_local_results(msrvtt_small, tiny_config, tmp_path, monkeypatch,
+                                                                 caplog):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
     with caplog.at_level("WARNING", logger="clip4vla"):
-        assert _evaluate(tmp_path / "out", msrvtt_small[0].parent) == 0
+        assert _evaluate(tmp_path / "out", msrvtt_small[0].parent, tiny_config) == 0
     assert "cannot be reached" in caplog.text
     record = json.loads((tmp_path / "out" / "runs" / "evaluated" / "results.json").read_text())
     assert "t2v/R1" in record["metrics"]

@@ -45,3 +45,21 @@ def tiny_model(seed: int = 0, *overrides: str):
 def train_config(*overrides: str):
     return load_config({}, ["finetune.batch_size=8", "finetune.lr=1e-3", "finetune.coef_lr=1.0",
                             "finetune.warmup=0.0", "finetune.log_every=1", *overrides]).finetune
+
+
+def pretrain_then_finetune_suite(name: str, finetune: str, pretrain: str = "{max_steps: 2, batch_size: 8}") -> str:
+    """A two-run suite on the generated data (pre-train on AudioSet, fine-tune AudioCaps retrieval), tiny model."""
+    return f"""
+suite: {name}
+seeds: [0]
+base:
+  device: cpu
+  model: {{clip_name: tiny-clip4vla, pretrained: null, logit_scale_init: 14.3}}
+  data: {{max_frames: 2, max_audio_segments: 2}}
+  pretrain: {pretrain}
+  finetune: {finetune}
+  eval: {{bootstrap: 0}}
+plan:
+  - {{name: pre, stage: pretrain, config: {{pretrain_corpus: [audioset]}}}}
+  - {{name: ft, stage: finetune, init: pre, config: {{task: audiocaps_retrieval}}}}
+"""

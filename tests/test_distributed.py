@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import pretrain_then_finetune_suite
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -32,20 +33,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     assert worst < 1e-4, worst
 
 
-SUITE = """
-suite: ddp
-seeds: [0]
-base:
-  device: cpu
-  model: {clip_name: tiny-clip4vla, pretrained: null, logit_scale_init: 14.3}
-  data: {max_frames: 2, max_audio_segments: 2}
-  pretrain: {max_steps: 2, batch_size: 8}
-  finetune: {max_steps: 2, batch_size: 8}
-  eval: {bootstrap: 0}
-plan:
-  - {name: pre, stage: pretrain, config: {pretrain_corpus: [audioset]}}
-  - {name: ft, stage: finetune, init: pre, config: {task: audiocaps_retrieval}}
-"""
+SUITE = pretrain_then_finetune_suite("ddp", finetune="{max_steps: 2, batch_size: 8}")
 
 
 def _sweep(launcher, suite, out, root):

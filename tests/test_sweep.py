@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from helpers import pretrain_then_finetune_suite
 
 from benchmark.errors import UserError
 from benchmark.sweep import describe, emit, expand, load_suite
@@ -107,27 +108,15 @@ def test_shipped_ablation_plan_pairs_seeds_across_variants():
         assert seeds == set(suite.seeds), variant
 
 
-RESUME_SUITE = """
-suite: resume
-seeds: [0]
-base:
-  device: cpu
-  model: {clip_name: tiny-clip4vla, pretrained: null, logit_scale_init: 14.3}
-  data: {max_frames: 2, max_audio_segments: 2}
-  pretrain: {max_steps: 2, batch_size: 8, log_every: 1}
-  finetune: {max_steps: 4, batch_size: 8, log_every: 1, checkpoint_every: 1}
-  eval: {bootstrap: 0}
-  tracking: {experiment: clip4vla-resume-test}
-plan:
-  - {name: pre, stage: pretrain, config: {pretrain_corpus: [audioset]}}
-  - {name: ft, stage: finetune, init: pre, config: {task: audiocaps_retrieval}}
-"""
+RESUME_SUITE = pretrain_then_finetune_suite(
+    "resume", finetune="{max_steps: 4, batch_size: 8, log_every: 1, checkpoint_every: 1}",
+    pretrain="{max_steps: 2, batch_size: 8, log_every: 1}")
 
 
 def _final_metrics(out):
     from benchmark.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{out}/mlruns.db", "clip4vla-resume-test", create=False)
+    tracker = Tracker(f"sqlite:///{out}/mlruns.db", "clip4vla-resume", create=False)
     runs = tracker.search()
     final = [r for r in runs if r["tags"].get("label") == "finetuned" and r["status"] == "FINISHED"]
     return tracker, runs, final

@@ -14,6 +14,9 @@ Conventions (documented in README):
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 
 RECALL_AT = (1, 5, 10)
@@ -122,7 +125,8 @@ def caption_scores(references: dict[str, list[str]], candidates: dict[str, str])
     if not _METEOR:
         _METEOR.append(Meteor())
     out: dict[str, float] = {}
-    bleu, _ = Bleu(4).compute_score(gts, res)
+    with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its internal counts on every call
+        bleu, _ = Bleu(4).compute_score(gts, res)
     out.update({f"Bleu_{n + 1}": 100.0 * b for n, b in enumerate(bleu)})
     out["METEOR"] = 100.0 * _METEOR[0].compute_score(gts, res)[0]
     out["ROUGE_L"] = 100.0 * Rouge().compute_score(gts, res)[0]

@@ -35,7 +35,7 @@ def prepare_output(out: Path) -> None:
     (out / MARKER).write_text("made by clip4vla smoke; rerunning smoke with this --out replaces the folder\n")
 
 
-def run_smoke(out: Path | None, overrides: list[str], seed: int = 0, scale: str = "tiny") -> Path:
+def run_smoke(out: Path | None, overrides: list[str], seed: int = 0) -> Path:
     """Run the smoke suite into `out` (default: a new clip4vla-smoke-<time> folder here); returns report.md."""
     progress = Progress()
     out = Path(out or Path.cwd() / time.strftime("clip4vla-smoke-%Y%m%d-%H%M%S")).resolve()
@@ -43,9 +43,9 @@ def run_smoke(out: Path | None, overrides: list[str], seed: int = 0, scale: str 
     runs = expand(load_suite(SUITE), overrides)  # bad input fails before any work
     prepare_output(out)
     progress.say(f"output folder {out}")
-    with progress.stage(f"synth: generated datasets ({scale}, seed {seed})"):
+    with progress.stage(f"synth: generated datasets (seed {seed})"):
         tasks = load_tasks()
         used = {tasks.get(name).spec.data_dir for run in runs for name in [run.config.task, *run.config.pretrain_corpus]
                 if name is not None}
-        synthesize(out / "data", seed=seed, scale=scale, only=used)
+        synthesize(out / "data", seed=seed, only=used)
     return run_sweep(SUITE, out, overrides, progress)

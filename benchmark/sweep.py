@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import distributed
-from benchmark.config import RunConfig, flatten, load_config, merge, parse_override, read_yaml, to_dict
+from benchmark.config import RunConfig, TrackingConfig, flatten, load_config, merge, parse_override, read_yaml, to_dict
 from benchmark.errors import UserError
-from benchmark.pipeline import Progress, reproduce, resolve_device, say_where
+from benchmark.pipeline import Progress, check_tasks, reproduce, resolve_device, say_where
 from benchmark.records import fingerprint
 from benchmark.registry import closest, load_tasks
 from benchmark.tracking import Tracker, default_uri
@@ -49,8 +49,11 @@ STEP_KEYS = ("name", "stage", "init", "seeds", "config")
 VARIANT_KEYS = ("overrides", "skip")
 
 # Config sections a stage does not read: they stay out of its run key (and never cause a rerun).
-# Paths and machine settings are never part of a key, so a suite continues on a machine with other mounts.
-MACHINE_KEYS = ("device", "tracking", "data.root", "data.cache", "data.workers", "model.init", "eval.batch_size")
+# Paths, machine settings and logging never change a result, so a suite continues on a machine with other
+# mounts, or with other logging, without running anything again.
+NOT_RESULT_KEYS = ("device", "tracking", "data.root", "data.cache", "data.workers", "eval.batch_size",
+                   *(f"{stage}.{key}" for stage in ("pretrain", "finetune")
+                     for key in ("log_every", "checkpoint_every", "keep_last", "grad_checkpointing")))
 UNUSED_BY_STAGE = {
     "pretrain": ("task", "finetune", "eval", "model.type_mix", "model.fusion", "model.decoder",
                  "model.supervise_pad", "data.val_fraction", "loss.symmetric_finetune"),
@@ -152,13 +155,16 @@ def load_suite(path: Path) -> Suite:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise UserError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
     variants = []
-    for name, spec in (data.get("variants") or {"full": {}}).items():
+    declared = data.get("variants") or {"full": {}}
+    if not isinstance(declared, dict):
+        raise UserError(f"{path}: variants must be a mapping of name -> {{overrides: ..., skip: [...]}}")
+    for name, spec in declared.items():
         spec = spec or {}
         if not isinstance(spec, dict):
             raise UserError(f"{path}: variant '{name}' must be a mapping with 'overrides' and/or 'skip'")
         _check_keys(spec, VARIANT_KEYS, f"{path}: variant '{name}'")
         variants.append(Variant(str(name), nested(spec.get("overrides") or {}, f"{path}: variant '{name}'"),
-                                tuple(spec.get("skip") or ())))
+                                tuple(_names(spec.get("skip"), f"{path}: variant '{name}': skip"))))
     steps: list[Step] = []
     for i, raw in enumerate(data["plan"] if isinstance(data["plan"], list) else []):
         where = f"{path}: plan entry {i + 1}"
@@ -179,12 +185,13 @@ def load_suite(path: Path) -> Suite:
         steps.append(Step(name, raw["stage"], nested(raw.get("config") or {}, where), init,
                           raw.get("seeds") == "shared"))
     if "steps" in data:  # a subset of the plan (e.g. an ablation suite that extends the paper's)
-        steps = [s for s in steps if s.name in data["steps"]]
-        for name in data["steps"]:
+        kept = _names(data["steps"], f"{path}: steps")
+        steps = [s for s in steps if s.name in kept]
+        for name in kept:
             if not any(s.name == name for s in steps):
                 raise UserError(f"{path}: steps: '{name}' is not in the plan")
         for step in steps:
-            if step.init and step.init not in data["steps"]:
+            if step.init and step.init not in kept:
                 raise UserError(f"{path}: steps: '{step.name}' starts from '{step.init}', which is left out")
     if not steps:
         raise UserError(f"{path}: the plan is empty")
@@ -193,27 +200,44 @@ def load_suite(path: Path) -> Suite:
             if not any(s.name == skipped for s in steps):
                 raise UserError(f"{path}: variant '{variant.name}' skips unknown step '{skipped}'")
     estimate = data.get("estimate") or {}
+    _check_keys(estimate if isinstance(estimate, dict) else {"?": 0}, ("seconds_per_sample", "unit"),
+                f"{path}: estimate")
+    seconds = estimate.get("seconds_per_sample", 0.072)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        raise UserError(f"{path}: estimate.seconds_per_sample must be a positive number, got {seconds!r}")
     return Suite(str(data["suite"]), path, seeds, nested(data.get("base") or {}, f"{path}: base"), variants, steps,
-                 float(estimate.get("seconds_per_sample", 0.072)), str(estimate.get("unit", "GPU")))
+                 float(seconds), str(estimate.get("unit", "GPU")))
 
 
-def read_suite_yaml(path: Path) -> dict[str, Any]:
+def _names(value: Any, where: str) -> list[str]:
+    """A YAML list of step names (a bare string is a mistake, not a list of its letters)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{where} must be a list of step names, got {value!r}")
+    return value
+
+
+def read_suite_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The suite mapping; `extends: OTHER.yaml` (next to it) supplies what this file does not say, with `base`
     merged key by key. Top-level keys starting with x- only hold YAML anchors and are dropped."""
+    if path.resolve() in seen:
+        raise UserError(f"{path}: 'extends' goes round in a circle ({' -> '.join(p.name for p in seen)})")
     data = {k: v for k, v in read_yaml(path).items() if not str(k).startswith("x-")}
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    inherited = read_suite_yaml(path.parent / parent)
+    inherited = read_suite_yaml(path.parent / str(parent), (*seen, path.resolve()))
     base = nested(inherited.get("base") or {}, f"{parent}: base")
     merge(base, nested(data.get("base") or {}, f"{path}: base"))
     return {**inherited, **data, "base": base}
 
 
 def run_key(step: Step, cfg: RunConfig, init: PlannedRun | None) -> str:
-    """Hash of what this stage reads from the config, its seed, and the run it starts from."""
+    """Hash of what this stage reads from the config, its seed, and the run it starts from (whose key stands
+    for model.init, which the sweep sets to that run's checkpoint folder)."""
     flat = flatten(to_dict(cfg))
-    unused = MACHINE_KEYS + UNUSED_BY_STAGE[step.stage]
+    unused = NOT_RESULT_KEYS + UNUSED_BY_STAGE[step.stage] + (("model.init",) if init else ())
     used = {k: v for k, v in flat.items() if not any(k == u or k.startswith(u + ".") for u in unused)}
     return fingerprint({"stage": step.stage, "config": used, "init": init.key if init else None})
 
@@ -221,7 +245,8 @@ def run_key(step: Step, cfg: RunConfig, init: PlannedRun | None) -> str:
 def expand(suite: Suite, overrides: list[str] = ()) -> list[PlannedRun]:
     """Every (step, variant, seed) of the suite as runs in plan order, sharing a run where the keys agree.
     `overrides` (KEY=VALUE, e.g. data.root=/data) apply to every run, after the suite's own settings."""
-    tasks = load_tasks()
+    if any(text.split("=", 1)[0].strip() == "seed" for text in overrides):
+        raise UserError(f"seed=... cannot override a suite: its seeds are the `seeds:` list of {suite.path}")
     runs: dict[str, PlannedRun] = {}
     for variant in suite.variants:
         for seed in suite.seeds:
@@ -236,16 +261,17 @@ def expand(suite: Suite, overrides: list[str] = ()) -> list[PlannedRun]:
                 for layer in (suite.base, step.config, variant.overrides):
                     merge(data, copy.deepcopy(layer))  # never alias the suite's own mappings
                 cfg = load_config(data, [f"seed={run_seed}", *overrides])
-                for name in [cfg.task, *cfg.pretrain_corpus]:
-                    if name is not None:
-                        tasks.get(name)  # unknown task names fail here, before any run starts
-                if step.stage != "pretrain" and cfg.task is None:
-                    raise UserError(f"{suite.path}: step '{step.name}' ({step.stage}) needs config.task")
+                try:  # unknown or missing tasks and corpora fail here, before any run starts
+                    check_tasks(cfg, needs_task=step.stage != "pretrain", needs_corpus=step.stage == "pretrain")
+                except UserError as exc:
+                    raise UserError(f"{suite.path}: step '{step.name}': {exc}") from None
                 key = run_key(step, cfg, init)
                 run = runs.setdefault(key, PlannedRun(key, step, run_seed, cfg, init=init))
                 if variant.name not in run.variants:
                     run.variants.append(variant.name)
                 made[step.name] = run
+    if not runs:
+        raise UserError(f"{suite.path}: no runs: every variant skips every step")
     return list(runs.values())
 
 
@@ -272,7 +298,7 @@ def describe(suite: Suite, runs: list[PlannedRun], finished: set[str]) -> str:
     lines = [f"suite {suite.name} ({suite.path}): {len(runs)} runs ({_n(suite.steps, 'step')} x "
              f"{_n(suite.variants, 'variant')} x {_n(suite.seeds, 'seed')}, shared runs counted once); "
              f"{sum(r.key in finished for r in runs)} already finished in the store"]
-    header = f"{'key':<10}  {'status':<8}  {'stage':<8}  {'step':<22}  {'variants':<34}  {'seed':>4}  " \
+    header = f"{'key':<10}  {'status':<8}  {'stage':<8}  {'step':<28}  {'variants':<34}  {'seed':>4}  " \
              f"{'starts from':<10}  {'train samples':>13}  {'est. ' + suite.estimate_unit + ' time':>14}"
     lines += [header, "-" * len(header)]
     total, unknown = 0.0, 0
@@ -286,7 +312,7 @@ def describe(suite: Suite, runs: list[PlannedRun], finished: set[str]) -> str:
                 total += hours
         lines.append(
             f"{run.key[:10]:<10}  {'done' if run.key in finished else 'to run':<8}  {run.step.stage:<8}  "
-            f"{run.step.name:<22}  {','.join(run.variants)[:34]:<34}  {run.seed:>4}  "
+            f"{run.step.name:<28}  {','.join(run.variants)[:34]:<34}  {run.seed:>4}  "
             f"{(run.init.key[:10] if run.init else '-'):<10}  {_count(samples):>13}  {_hours(hours):>14}")
     lines.append(f"estimated time to finish: {_hours(total)} of {suite.estimate_unit} time for training "
                  f"at {suite.seconds_per_sample:g} {suite.estimate_unit}-seconds per training sample"
@@ -327,8 +353,8 @@ def emit(suite: Suite, runs: list[PlannedRun], finished: set[str], out: Path, ov
 def select(runs: list[PlannedRun], only: str) -> PlannedRun:
     matches = [r for r in runs if r.key.startswith(only)]
     if len(matches) != 1:
-        raise UserError(f"--only {only}: {'no run' if not matches else 'several runs'} of this suite have that key "
-                        f"(see --dry-run)")
+        found = "no run of this suite has" if not matches else f"{len(matches)} runs of this suite have"
+        raise UserError(f"--only {only}: {found} that key (see --dry-run)")
     return matches[0]
 
 
@@ -353,9 +379,11 @@ def override_list(texts: list[str]) -> list[str]:
     return list(texts)
 
 
-def experiment_of(suite: Suite) -> str:
-    """The suite's MLflow experiment: base.tracking.experiment, else clip4vla-<suite>."""
-    return (suite.base.get("tracking") or {}).get("experiment") or f"clip4vla-{suite.name}"
+def experiment_of(suite: Suite, runs: list[PlannedRun]) -> str:
+    """The suite's MLflow experiment: tracking.experiment when the suite or an override sets it, else
+    clip4vla-<suite>."""
+    configured = runs[0].config.tracking.experiment
+    return configured if configured != TrackingConfig().experiment else f"clip4vla-{suite.name}"
 
 
 def finished_keys(tracker: Tracker) -> dict[str, dict[str, Any]]:
@@ -368,10 +396,21 @@ def finished_keys(tracker: Tracker) -> dict[str, dict[str, Any]]:
     return done
 
 
+def look_up_finished(uri: str, experiment: str) -> set[str]:
+    """Keys finished in a store, read without creating the store or the experiment (--dry-run, --emit)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return set()
+    try:
+        return set(finished_keys(Tracker(uri, experiment, create=False)))
+    except UserError:  # no such experiment yet: nothing has run
+        return set()
+
+
 def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, only: str | None = None,
               dry_run: bool = False, emit_commands: bool = False) -> Path | None:
     """Run the suite's plan into `out` (skipping runs the store holds as finished), then write the comparison
-    report there. --dry-run prints the plan; --emit prints one command per unfinished run.
+    report there. --dry-run prints the plan; --emit prints one command per unfinished run; --only runs one run
+    and leaves the report to `clip4vla report` (parallel jobs would race on it).
 
     Under torchrun every rank walks the same plan: rank 0 reads the store and tells the others what is done,
     and only rank 0 logs, writes records and the report."""
@@ -379,23 +418,21 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
 
     suite = load_suite(path)
     runs = expand(suite, override_list(overrides))
+    todo = [select(runs, only)] if only else runs
     out = out.resolve()
-    uri = default_uri(out, runs[0].config.tracking.uri)
+    uri, experiment = default_uri(out, runs[0].config.tracking.uri), experiment_of(suite, runs)
     if dry_run or emit_commands:
-        store = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-        looked = store is None or store.exists()  # do not create a store just to look at an empty plan
-        done = set(finished_keys(Tracker(uri, experiment_of(suite), out / "mlartifacts")) if looked else ())
+        done = look_up_finished(uri, experiment)
         print(describe(suite, runs, done) if dry_run else emit(suite, runs, done, out, overrides))
         return None
     distributed.setup(resolve_device(runs[0].config.device))
     tracker = None
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        tracker = Tracker(uri, experiment_of(suite), out / "mlartifacts")
+        tracker = Tracker(uri, experiment, out / "mlartifacts")
     finished = distributed.gather_objects(finished_keys(tracker) if tracker else None)[0]
-    todo = [select(runs, only)] if only else runs
     progress.say(f"suite {suite.name}: {len(todo)} runs, {sum(r.key in finished for r in todo)} already finished; "
-                 f"MLflow {uri}, experiment {experiment_of(suite)}")
+                 f"MLflow {uri}, experiment {experiment}")
     sweep_run = tracker.run(f"sweep {suite.name}", tags={"suite": suite.name, "sweep.file": str(path.resolve())}) \
         if tracker else nullcontext(None)
     with sweep_run as parent:
@@ -412,11 +449,11 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
                 reproduce(cfg, out / "runs" / run.folder, run.label, progress, (run.step.stage,), resume=True,
                           tracker=tracker, parent=parent, tags=run.tags(suite))
             finished[run.key] = {"tags": run.tags(suite)}
-        if tracker is None:
+        if tracker is None or only:
             return None
         paths = write_report(tracker, out, f"clip4vla {suite.name}: reproduction report", suite.reference)
-        for path in paths.values():
-            parent.log_artifact(path)
+        for report in paths.values():
+            parent.log_artifact(report)
         for plot in sorted((out / "plots").glob("*.png")):
             parent.log_artifact(plot, "plots")
     progress.say(f"report: {', '.join(str(p) for p in paths.values())}")

@@ -34,11 +34,24 @@ def brief(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200]
 
 
-def experiment_names(uri: str) -> list[str]:
-    """Experiments of a store, without MLflow's Default."""
+def client_for(uri: str) -> Any:
+    """An MlflowClient that fails in seconds, not after MLflow's minutes of retries, when a server is down."""
+    for name in ("alembic", "mlflow.store.db.utils"):  # keep SQLite schema-migration chatter off the console
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     from mlflow.tracking import MlflowClient
 
-    return [e.name for e in MlflowClient(tracking_uri=uri).search_experiments() if e.name != "Default"]
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_names(uri: str) -> list[str]:
+    """Experiments of a store, without MLflow's Default; a store that cannot be read is a UserError."""
+    try:
+        return [e.name for e in client_for(uri).search_experiments() if e.name != "Default"]
+    except Exception as exc:  # unreachable server, unknown scheme, not a store
+        raise UserError(f"cannot read the tracking store {uri}: {brief(exc)}") from None
 
 
 class TrackedRun:
@@ -103,18 +116,11 @@ class Tracker:
     """An MLflow store and experiment; `run()` opens a (nested) run and closes it FINISHED or FAILED."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None, create: bool = True) -> None:
-        for name in ("alembic", "mlflow.store.db.utils"):  # keep SQLite schema-migration chatter off the console
-            logging.getLogger(name).setLevel(logging.WARNING)
-        if uri.startswith(("http://", "https://")):
-            # fail in seconds, not after MLflow's minutes of retries, when the server is down
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
+        self.experiment = experiment
         self.offline = False
-        self.client = MlflowClient(tracking_uri=uri)
         try:
+            self.client = client_for(uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is not None:
                 self.experiment_id = found.experiment_id
@@ -128,7 +134,9 @@ class Tracker:
         except UserError:
             raise
         except Exception as exc:  # unreachable server, refused connection, bad store
-            if not create or not uri.startswith(("http://", "https://")):
+            if not create:
+                raise UserError(f"cannot read the tracking store {uri}: {brief(exc)}") from None
+            if not uri.startswith(("http://", "https://")):
                 raise
             self.offline = True
             log.warning("MLflow server %s cannot be reached (%s); the run goes on and writes its results locally "

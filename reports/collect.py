@@ -6,18 +6,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 import baselines
+from benchmark.errors import UserError
 from benchmark.evaluate import DIRECTIONS
 from benchmark.metrics import CAPTION_METRICS
-from benchmark.registry import load_tasks
+from benchmark.registry import closest, load_tasks
 from benchmark.tracking import Tracker
 from reports.render import write_comparison_report
 
+log = logging.getLogger("clip4vla")
 FINAL_LABELS = ("finetuned", "evaluated")  # "initial" and "pretrained" are the learning signal, not the result
 RANK_METRICS = ("R1", "R5", "R10", "MdR", "MnR")
 CURVE_KEYS = ("train/loss", "select/score")
@@ -54,7 +57,9 @@ def _metric_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def collect(tracker: Tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, curves) of the tracker's experiment; only FINISHED runs count, the newest per plan run."""
+    """(results, curves) of the tracker's experiment. Only FINISHED runs count, and of several results for one
+    (task, variant, seed, protocol fingerprint) only the newest: a plan run that was run again after a change of
+    its suite, or a single-run verb run twice, supersedes the older one instead of counting as another seed."""
     runs = tracker.search(finished_only=True)
     plan_variants: dict[str, str] = {}
     for run in runs:  # newest first
@@ -64,24 +69,27 @@ def collect(tracker: Tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
     results, curves, seen = [], [], set()
     for run in runs:
         tags = run["tags"]
-        identity = (tags.get("sweep.key") or run["run_id"], tags.get("stage"), tags.get("label"), tags.get("task"))
-        if identity in seen:  # an older copy of a plan run that was run again
-            continue
         if tags.get("sweep.key") and tags["sweep.key"] not in plan_variants:  # its plan run did not finish
             continue
-        seen.add(identity)
-        common = {"task": tags.get("task", ""), "seed": int(tags.get("seed", 0)), "run_id": run["run_id"]}
-        if tags.get("stage") == "evaluate" and tags.get("label") in FINAL_LABELS:
-            info = {**common, "split": tags.get("split", ""), "protocol": tags.get("protocol", ""),
-                    "protocol_fingerprint": tags.get("protocol_fingerprint", ""),
-                    **{c: int(tags.get(f"count.{c}", 0)) for c in COUNTS}}
-            for variant in _variants(run, plan_variants):
-                results += [{**info, "variant": variant, **row} for row in _metric_rows(run)]
-        elif tags.get("stage") in ("pretrain", "finetune"):
-            for key in CURVE_KEYS:
-                for step, value in tracker.history(run["run_id"], key):
-                    curves += [{**common, "stage": tags["stage"], "variant": variant, "step": step, "key": key,
-                                "value": value} for variant in _variants(run, plan_variants)]
+        # pre-training stages of one plan (e.g. stage 1 and stage 2) are told apart by their plan step
+        task = tags.get("sweep.step", tags.get("task", "")) if tags.get("stage") == "pretrain" else tags.get("task", "")
+        common = {"task": task, "seed": int(tags.get("seed", 0)), "run_id": run["run_id"]}
+        for variant in _variants(run, plan_variants):
+            identity = (task, variant, common["seed"], tags.get("stage"), tags.get("label"),
+                        tags.get("protocol_fingerprint"))
+            if identity in seen:  # newest first: an older result of the same thing
+                continue
+            seen.add(identity)
+            if tags.get("stage") == "evaluate" and tags.get("label") in FINAL_LABELS:
+                info = {**common, "variant": variant, "split": tags.get("split", ""),
+                        "protocol": tags.get("protocol", ""),
+                        "protocol_fingerprint": tags.get("protocol_fingerprint", ""),
+                        **{c: int(tags.get(f"count.{c}", 0)) for c in COUNTS}}
+                results += [{**info, **row} for row in _metric_rows(run)]
+            elif tags.get("stage") in ("pretrain", "finetune"):
+                history = [(key, *point) for key in CURVE_KEYS for point in tracker.history(run["run_id"], key)]
+                curves += [{**common, "stage": tags["stage"], "variant": variant, "step": step, "key": key,
+                            "value": value} for key, step, value in history]
     return pd.DataFrame(results, columns=RESULT_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS)
 
 
@@ -101,5 +109,14 @@ def write_report(tracker: Tracker, out: Path, title: str, reference_variant: str
     """report.md, report.html and tables.tex (+ plots/) in `out` from the tracker's experiment, against the
     shipped baselines or a `published` CSV of the same columns (e.g. a copy with the paper's numbers filled in)."""
     results, curves = collect(tracker)
+    if results.empty:
+        log.warning("no finished evaluation in experiment %s of %s: the report has no results of ours",
+                    tracker.experiment, tracker.uri)
+    variants = sorted(set(results["variant"]))
+    if variants and reference_variant not in variants:
+        if reference_variant != "full" or len(variants) > 1:
+            raise UserError(f"reference variant '{reference_variant}' has no results"
+                            f"{closest(reference_variant, variants)} (variants: {', '.join(variants)})")
+        reference_variant = variants[0]  # runs made outside a suite: their one variant is the reference
     scores = main_scores(sorted(set(results["task"])))
     return write_comparison_report(results, curves, baselines.load(published), out, title, scores, reference_variant)

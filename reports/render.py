@@ -119,7 +119,7 @@ def _ablation_section(
         return blocks + [Paragraph("No ablation runs.")]
     path = plot_ablation(ablation, out_dir / "plots" / "ablation.png")
     return blocks + [
-        ablation_table(ablation, reference_variant),
+        ablation_table(ablation, results, reference_variant),
         Image(path.relative_to(out_dir), "Paired Δ of the main score, 95% interval"),
     ]
 

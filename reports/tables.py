@@ -362,9 +362,16 @@ def _footer_lines(ours: pd.DataFrame, fingerprint: str) -> list[str]:
     split = _joined(runs["split"])
     return [
         f"ours: protocol {_joined(runs['protocol'])}, fingerprint {fingerprint}, split {split}, seeds {seeds}",
-        f"{split} clips used {_span(runs['clips_used'])} of {_span(runs['clips_listed'])}; "
-        f"missing video {_span(runs['missing_video'])}, missing audio {_span(runs['missing_audio'])}",
+        _coverage(runs),
     ]
+
+
+def _coverage(runs: pd.DataFrame) -> str:
+    """The items a set of runs was scored on, e.g. "test clips used 975 of 975; missing video 0, missing audio 12"."""
+    return (
+        f"{_joined(runs['split'])} clips used {_span(runs['clips_used'])} of {_span(runs['clips_listed'])}; "
+        f"missing video {_span(runs['missing_video'])}, missing audio {_span(runs['missing_audio'])}"
+    )
 
 
 # -------------------------------------------------------------------------------------------------- ablation
@@ -474,9 +481,9 @@ def _ablation_labels(frame: pd.DataFrame) -> pd.Series:
     return frame["variant"].where(~repeated, with_fingerprints)
 
 
-def ablation_table(ablation: pd.DataFrame, reference_variant: str = "full") -> Table:
-    """The string table of paired_ablation's rows, its footer naming fingerprints and paired seeds. Differences
-    take the decimals of the reference mean, so a Δ of R1 prints like R1 itself."""
+def ablation_table(ablation: pd.DataFrame, results: pd.DataFrame, reference_variant: str = "full") -> Table:
+    """The string table of paired_ablation's rows, its footer naming fingerprints, paired seeds and each task's
+    coverage in `results`. Differences take the decimals of the reference mean, so a Δ of R1 prints like R1."""
     rows = [_ablation_cells(r, _decimals(r.reference_mean)) for r in ablation.itertuples()]
     columns = [
         "task",
@@ -491,6 +498,7 @@ def ablation_table(ablation: pd.DataFrame, reference_variant: str = "full") -> T
     ]
     footer = _mixed_protocol_warnings(ablation, reference_variant)
     footer += [_pairing_line(r, reference_variant) for r in ablation.itertuples()]
+    footer += [f"{task}: {_coverage(results[results['task'] == task])}" for task in dict.fromkeys(ablation["task"])]
     return Table(
         f"Ablations against {reference_variant} (main score, paired by seed)",
         pd.DataFrame(rows, columns=columns),

@@ -73,7 +73,7 @@ def test_sweep_dry_run_prints_the_plan_without_creating_a_store(tmp_path, capsys
     assert main(["sweep", str(path("paper.yaml")), "--out", str(tmp_path / "paper"), "--dry-run",
                  "data.root=/data"]) == 0
     printed = capsys.readouterr().out
-    assert "suite paper" in printed and "20 runs" in printed and "estimated time to finish" in printed
+    assert "suite paper" in printed and "23 runs" in printed and "estimated time to finish" in printed
     assert not (tmp_path / "paper").exists()
 
 

@@ -16,9 +16,10 @@ NO_INTRA = {0: 38.0, 1: 41.0, 2: 41.0}  # paired deltas -2, -1, -3: mean -2.0 ±
 NO_AUDIO = {0: 30.0, 1: 31.0, 2: 32.0}  # video only (t2v); deltas -10, -11, -12: mean -11.0 ± 2.48, hurts
 
 
-def log_plan_run(tracker, parent, variant, seed, metrics, modalities=None, status_ok=True, label="finetuned"):
+def log_plan_run(tracker, parent, variant, seed, metrics, modalities=None, status_ok=True, label="finetuned",
+                 key=None):
     """One plan run as a sweep logs it: the plan run, a fine-tuning run and an evaluation nested in it."""
-    key = f"key-{variant}-{seed}"
+    key = key or f"key-{variant}-{seed}"
     tags = {"sweep.key": key, "variant": variant, "seed": seed, "role": "plan-run"}
     eval_tags = {"sweep.key": key, "variant": variant, "seed": seed, "stage": "evaluate", "label": label,
                  "task": "msrvtt_retrieval", "split": "test_1k_a", "protocol": "paper",
@@ -43,6 +44,8 @@ def store(tmp_path_factory):
     out = tmp_path_factory.mktemp("fabricated")
     tracker = Tracker(f"sqlite:///{out}/mlruns.db", EXPERIMENT, out / "mlartifacts")
     with tracker.run("sweep fabricated", tags={"suite": "fabricated"}) as parent:
+        # an older run of seed 0 under another key (its suite changed since): superseded, not a fourth seed
+        log_plan_run(tracker, parent, "full", 0, {"t2va/R1": 10.0}, key="key-before-an-edit")
         for seed in FULL:
             log_plan_run(tracker, parent, "full", seed, {"t2va/R1": FULL[seed], "t2v/R1": FULL[seed] - 5})
             log_plan_run(tracker, parent, "full", seed, {"t2va/R1": 0.0}, label="initial")  # not a result
@@ -94,3 +97,13 @@ def test_report_with_the_shipped_baselines_shows_the_paper_as_pending(store, tmp
 def test_report_errors_are_one_line(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path)]) == 2
     assert "no tracking store" in capsys.readouterr().err
+
+
+def test_runs_made_outside_a_suite_are_their_own_reference(msrvtt_small, tiny_config, tmp_path):
+    out = tmp_path / "single"
+    assert main(["evaluate", "msrvtt_retrieval", "--config", str(tiny_config), "--out", str(out),
+                 f"data.root={msrvtt_small[0].parent}", "eval.bootstrap=0"]) == 0
+    assert main(["report", "--out", str(out)]) == 0  # the store's only experiment; its one variant
+    report = (out / "report.md").read_text()
+    assert re.search(r"\| ours \(default, 1 seed\)\s*\|\s*\d", report)
+    assert main(["report", "--out", str(out), "--reference", "fulll"]) == 2

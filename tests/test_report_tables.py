@@ -241,13 +241,14 @@ def test_ablation_table_strings_and_footer():
         [ours([40, 42, 44]), ours([38, 41, 41], variant="no_intra"), ours([39], variant="no_type_token")]
     )
     baselines = pd.DataFrame([paper(43.0), paper(math.nan, variant="no_intra", confidence="pending")])
-    table = ablation_table(paired_ablation(results, baselines, MAIN_SCORES))
+    table = ablation_table(paired_ablation(results, baselines, MAIN_SCORES), results)
     rows = table.frame.set_index("variant")
     assert rows.loc["no_intra", "paired Δ ± CI"] == "-2.0 ± 2.5"
     assert rows.loc["no_intra", "paper Δ"] == "pending"
     assert (rows.loc["no_type_token", "n pairs"], rows.loc["no_type_token", "verdict"]) == ("1", "n < 2")
     assert any("paired seeds 0, 1, 2" in line for line in table.footer)
     assert any("unpaired, only in full: 1, 2" in line for line in table.footer)
+    assert any(line.startswith("msrvtt_retrieval: ") and "missing audio" in line for line in table.footer)
 
 
 def test_ablation_keeps_fingerprints_apart_and_warns():
@@ -264,7 +265,7 @@ def test_ablation_keeps_fingerprints_apart_and_warns():
         f"no_intra ({FINGERPRINT} vs {FINGERPRINT})",
         f"no_intra (def456def456 vs {FINGERPRINT})",
     ]
-    assert any(line.startswith("WARNING, mixed protocols") for line in ablation_table(ablation).footer)
+    assert any(line.startswith("WARNING, mixed protocols") for line in ablation_table(ablation, results).footer)
 
 
 # ------------------------------------------------------------------------------------------------- the files

@@ -51,6 +51,8 @@ def test_run_keys_ignore_machine_paths_and_unread_sections(tmp_path):
     here = {(r.step.name, tuple(r.variants), r.seed): r.key for r in expand(suite, ["data.root=/a"])}
     there = {(r.step.name, tuple(r.variants), r.seed): r.key for r in expand(suite, ["data.root=/b", "device=cpu"])}
     assert here == there
+    logging = expand(suite, ["finetune.log_every=1", "pretrain.checkpoint_every=7", "finetune.keep_last=5"])
+    assert here == {(r.step.name, tuple(r.variants), r.seed): r.key for r in logging}  # logging is no result
     lr = {(r.step.name, tuple(r.variants), r.seed): r.key for r in expand(suite, ["finetune.lr=1e-3"])}
     assert all(lr[k] == v for k, v in here.items() if k[0] == "pre")  # the fine-tuning lr: pre-training stays
     assert all(lr[k] != v for k, v in here.items() if k[0] == "ft")
@@ -65,11 +67,31 @@ def test_run_keys_ignore_machine_paths_and_unread_sections(tmp_path):
     ("suite: t\nvariants: {v: {skip: [x]}}\nplan: [{name: a, stage: pretrain}]\n", "skips unknown step 'x'"),
     ("suite: t\nseeds: 3\nplan: [{name: a, stage: pretrain}]\n", "seeds must be a non-empty list"),
     ("suite: t\nvariants: {v: {overides: {}}}\nplan: [{name: a, stage: pretrain}]\n", "did you mean 'overrides'"),
+    ("suite: t\nvariants: [a, b]\nplan: [{name: a, stage: pretrain}]\n", "variants must be a mapping"),
+    ("suite: t\nvariants: {v: {skip: a}}\nplan: [{name: a, stage: pretrain}]\n", "skip must be a list"),
+    ("suite: t\nsteps: a\nplan: [{name: a, stage: pretrain}]\n", "steps must be a list"),
+    ("suite: t\nestimate: {seconds_per_sample: abc}\nplan: [{name: a, stage: pretrain}]\n", "positive number"),
+    ("suite: t\nestimate: 5\nplan: [{name: a, stage: pretrain}]\n", "estimate: unknown key"),
+    ("extends: suite.yaml\nsuite: t\nplan: [{name: a, stage: pretrain}]\n", "goes round in a circle"),
 ])
 def test_suite_mistakes_are_one_line_errors(tmp_path, change, message):
     with pytest.raises(UserError, match=message) as info:
         load_suite(write(tmp_path, change))
     assert "\n" not in str(info.value)
+
+
+def test_expansion_mistakes_are_one_line_errors(tmp_path):
+    suite = load_suite(write(tmp_path, SUITE))
+    with pytest.raises(UserError, match="its seeds are the `seeds:` list"):
+        expand(suite, ["seed=5"])
+    all_skipped = "suite: t\nvariants: {v: {skip: [a]}}\nplan: [{name: a, stage: pretrain}]\n"
+    with pytest.raises(UserError, match="every variant skips every step"):
+        expand(load_suite(write(tmp_path, all_skipped)), ["pretrain_corpus=[audioset]"])
+    corpus_as_task = "suite: t\nplan: [{name: a, stage: evaluate, config: {task: audioset}}]\n"
+    with pytest.raises(UserError, match="step 'a': 'audioset' is a pre-training corpus"):
+        expand(load_suite(write(tmp_path, corpus_as_task)))
+    with pytest.raises(UserError, match="step 'a': no pre-training corpus"):
+        expand(load_suite(write(tmp_path, "suite: t\nplan: [{name: a, stage: pretrain}]\n")))
 
 
 def test_bad_keys_and_task_names_fail_at_expansion(tmp_path):
@@ -86,9 +108,10 @@ def test_shipped_paper_plan_dry_run_lists_every_run(tmp_path):
     suite = load_suite(path("paper.yaml"))
     runs = expand(suite, ["data.root=/data"])
     text = describe(suite, runs, finished=set())
-    # two pre-training stages shared by the seeds, then six fine-tunes for each of 3 seeds
-    assert [r.step.stage for r in runs].count("pretrain") == 2
-    assert [r.step.stage for r in runs].count("finetune") == 6 * 3
+    # two pre-training stages shared by the seeds, then six fine-tunes and MSR-VTT on its clips with audio
+    # (spec §12 item 17) for each of 3 seeds
+    stages = [r.step.stage for r in runs]
+    assert (stages.count("pretrain"), stages.count("finetune"), stages.count("evaluate")) == (2, 6 * 3, 3)
     assert f"{len(runs)} runs" in text and "estimated time to finish" in text and "?" not in text.split("\n")[-1]
     commands = emit(suite, runs, set(), tmp_path, ["data.root=/data"]).splitlines()
     assert sum(line.startswith("clip4vla sweep") for line in commands) == len(runs)

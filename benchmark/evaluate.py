@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmark.data import ClipItems, ClipTensors, PreparedSplit
-from benchmark.metrics import clip_to_text_ranks, postprocess, rank_metrics, text_to_clip_ranks
+from benchmark.metrics import clip_to_text_ranks, postprocess, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
 
 # direction -> (query side, candidate side); "text" rows are captions, the others are clips.
@@ -91,12 +91,6 @@ def score_directions(enc: Encoded, directions: tuple[str, ...], ties: str, audio
             ranks = clip_to_text_ranks(sim, enc.caption_clip, ties, valid)
         out[direction] = Scored(ranks, sim.topk(min(10, sim.shape[1]), dim=1).indices)
     return out
-
-
-def retrieval_metrics(enc: Encoded, directions: tuple[str, ...], ties: str) -> dict[str, float]:
-    """{direction/metric: value} for each direction, without post-processing or missing items."""
-    scored = score_directions(enc, directions, ties)
-    return {k: v for d, s in scored.items() for k, v in rank_metrics(s.ranks, d).items()}
 
 
 def available(directions: tuple[str, ...], modalities: set[str]) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from benchmark.checkpoint import Checkpointer
 from benchmark.config import RunConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, prepare_split
 from benchmark.errors import UserError
-from benchmark.evaluate import Scored, available, encode, generate_captions, retrieval_metrics, score_directions
+from benchmark.evaluate import Scored, available, encode, generate_captions, score_directions
 from benchmark.losses import CaptionLoss, PretrainLoss, RetrievalLoss
 from benchmark.media.cache import MediaCache, Preprocessing
 from benchmark.media.text import Tokenizer
@@ -292,14 +292,11 @@ class Reproduction:
             loss = RetrievalLoss(self.cfg.loss, candidate_of(tuple(self.modalities)))
 
         def select() -> float:
+            """The main score on the selection split, scored exactly as the final evaluation scores it."""
             if captioning:
-                model.objective = "retrieval"  # selection scores generation, not teacher forcing
-                try:
-                    return self.score_captions(model, selection, self.out / "runs" / "selection")[0][main]
-                finally:
-                    model.objective = "caption"
-            encoded = encode(model, selection.split, self.tensors, selection.tokens, self.cfg.eval.batch_size)
-            return retrieval_metrics(encoded, self.directions, self.cfg.eval.ties)[main]
+                return self.score_captions(model, selection, self.out / "runs" / "selection")[0][main]
+            direction = main.split("/")[0]
+            return rank_metrics(self.score_directions(model, selection)[direction].ranks, direction)[main]
 
         model.objective = "caption" if captioning else "retrieval"
         try:
@@ -331,13 +328,8 @@ class Reproduction:
             summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, self.cfg.data.workers,
                             checkpoints=checkpoints, resume=self.resume, select=select)
             run.log_metrics(summary)
-            self.records.append(RunRecord(
-                name=name, stage=stage, task=task, task_version=tags["task_version"], split=tags["split"],
-                metrics=summary, main_score=None, counts={"pairs": len(pairs)}, protocol=self.cfg.protocol,
-                protocol_fingerprint=tags["protocol_fingerprint"],
-                seed=self.cfg.seed, config=to_dict(self.cfg), environment=self.environment,
-                wall_seconds=time.perf_counter() - begin, extra={"checkpoints": str(checkpoints.dir), **tags},
-            ))
+            self.records.append(self.record(name, tags, summary, {"pairs": len(pairs)}, None, begin,
+                                            {"checkpoints": str(checkpoints.dir)}))
 
     def evaluate(self, model: CLIP4VLA, data: Prepared, label: str) -> None:
         """Score `data` (retrieval: every direction with intervals and per-query records; captioning: generated
@@ -353,14 +345,9 @@ class Reproduction:
             score = self.score_captions if spec.kind == "caption" else self.score_retrieval
             metrics, extra, artifact = score(model, data, folder)
             run.log_metrics(metrics)
-            record = RunRecord(
-                name=name, stage="evaluate", task=spec.name, task_version=spec.version, split=data.split_name,
-                metrics=metrics, main_score=self.main_score(), counts=data.split.counts, protocol=self.cfg.protocol,
-                protocol_fingerprint=self.protocol_fingerprint(data), seed=self.cfg.seed, config=to_dict(self.cfg),
-                environment=self.environment, wall_seconds=time.perf_counter() - begin,
-                extra={"chance_R1": 100.0 / max(len(data.split.clips), 1),
-                       "selection_split": self.cfg.eval.selection_split, **tags, **extra},
-            )
+            record = self.record(name, tags, metrics, data.split.counts, self.main_score(), begin,
+                                 {"chance_R1": 100.0 / max(len(data.split.clips), 1),
+                                  "selection_split": self.cfg.eval.selection_split, **extra})
             if self.rank == 0:
                 run.log_artifact(artifact)
                 run.log_artifact(record.save(folder / "results.json"))
@@ -368,13 +355,18 @@ class Reproduction:
             shown = [f"{d}/R1" for d in self.directions] if spec.kind != "caption" else ["Bleu_4", "METEOR", "CIDEr"]
             self.progress.say(f"  {label}: " + ", ".join(f"{k} {metrics[k]:.1f}" for k in shown))
 
-    def score_retrieval(self, model: CLIP4VLA, data: Prepared, folder: Path) -> tuple[dict, dict, Path]:
+    def score_directions(self, model: CLIP4VLA, data: Prepared) -> dict[str, Scored]:
+        """Encode `data` once and rank every direction under the configured ties, missing-audio policy and
+        post-processing (model selection and the final evaluation both score this way)."""
         encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size, self.cfg.data.workers)
         audio_valid = None
         if self.cfg.data.missing_audio == "miss":
             audio_valid = torch.tensor([data.split.has_audio[c.id] for c in data.split.clips])
-        scored = score_directions(encoded, self.directions, self.cfg.eval.ties, audio_valid,
-                                  self.cfg.eval.postprocess, self.cfg.eval.postprocess_temperature)
+        return score_directions(encoded, self.directions, self.cfg.eval.ties, audio_valid,
+                                self.cfg.eval.postprocess, self.cfg.eval.postprocess_temperature)
+
+    def score_retrieval(self, model: CLIP4VLA, data: Prepared, folder: Path) -> tuple[dict, dict, Path]:
+        scored = self.score_directions(model, data)
         metrics = {k: v for d, sc in scored.items() for k, v in rank_metrics(sc.ranks, d).items()}
         intervals = {}
         if self.cfg.eval.bootstrap:
@@ -416,6 +408,19 @@ class Reproduction:
         with self.tracker.run(name, self.parent, tags) as run:
             run.log_params(flatten(to_dict(self.cfg)))
             yield run
+
+    def record(self, name: str, tags: dict, metrics: dict[str, float], counts: dict[str, int],
+               main_score: str | None, begin: float, extra: dict) -> RunRecord:
+        """The run record of a nested run: each thing its tags say goes to its one place in the record (fields,
+        environment, counts); the rest of the tags (data manifest, precision, batch, variant, sweep) to extra."""
+        stored = {"stage", "task", "task_version", "split", "protocol", "seed", "protocol_fingerprint",
+                  *self.environment}
+        rest = {k: v for k, v in tags.items() if k not in stored and not k.startswith(("version.", "count."))}
+        return RunRecord(
+            name=name, stage=tags["stage"], task=tags["task"], task_version=tags["task_version"], split=tags["split"],
+            metrics=metrics, main_score=main_score, counts=counts, protocol=self.cfg.protocol,
+            protocol_fingerprint=tags["protocol_fingerprint"], seed=self.cfg.seed, config=to_dict(self.cfg),
+            environment=self.environment, wall_seconds=time.perf_counter() - begin, extra={**rest, **extra})
 
     def run_tags(self, data: list[Prepared], precision: str, global_batch: int) -> dict[str, object]:
         """What every nested run is tagged with (architecture.md "Run record"): the data it saw (split, protocol

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import distributed
-from benchmark.config import RunConfig, TrackingConfig, flatten, load_config, merge, parse_override, read_yaml, to_dict
+from benchmark.config import RunConfig, TrackingConfig, flatten, load_config, merge, read_yaml, to_dict
 from benchmark.errors import UserError
 from benchmark.pipeline import Progress, check_tasks, reproduce, resolve_device, say_where
 from benchmark.records import fingerprint
@@ -372,13 +372,6 @@ def with_init(run: PlannedRun, out: Path, finished: set[str]) -> RunConfig:
     return dataclasses.replace(run.config, model=dataclasses.replace(run.config.model, init=str(folder)))
 
 
-def override_list(texts: list[str]) -> list[str]:
-    """Check CLI overrides early (bad syntax is a one-line error before anything runs)."""
-    for text in texts:
-        parse_override(text)
-    return list(texts)
-
-
 def experiment_of(suite: Suite, runs: list[PlannedRun]) -> str:
     """The suite's MLflow experiment: tracking.experiment when the suite or an override sets it, else
     clip4vla-<suite>."""
@@ -417,7 +410,7 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
     from reports.collect import write_report
 
     suite = load_suite(path)
-    runs = expand(suite, override_list(overrides))
+    runs = expand(suite, overrides)
     todo = [select(runs, only)] if only else runs
     out = out.resolve()
     uri, experiment = default_uri(out, runs[0].config.tracking.uri), experiment_of(suite, runs)

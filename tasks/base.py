@@ -74,6 +74,14 @@ def video_and_audio(root: Path, clip_id: str, video_dir: str = "videos") -> tupl
     return video, (wav if wav.exists() else video)
 
 
+def clips_with_captions(root: Path, ids: list[str], captions: dict[str, list[str]], source: Path) -> list[Clip]:
+    """Clips of `ids` with all their captions and media paths; an id without captions is a one-line error."""
+    absent = [v for v in ids if v not in captions]
+    if absent:
+        raise UserError(f"{source}: video '{absent[0]}' has no captions ({len(absent)} such)")
+    return [Clip(v, tuple(captions[v]), *video_and_audio(root, v)) for v in ids]
+
+
 def first_existing(root: Path, templates: tuple[str, ...], **fields: str) -> Path:
     """The first template (formatted with `fields`) that exists under root, else the first one."""
     paths = [root / t.format(**fields) for t in templates]

@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
-from tasks.base import Task, TaskSpec, read_csv, read_json, unique_ids, video_and_audio
+from tasks.base import Task, TaskSpec, clips_with_captions, read_csv, read_json, unique_ids, video_and_audio
 
 TRAIN_LISTS = {"train_9k": "MSRVTT_train.9k.csv", "train_7k": "MSRVTT_train.7k.csv"}
 TEST_1K_A = "MSRVTT_JSFUSION_test.csv"
@@ -35,14 +35,6 @@ def read_data_json(root: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
         grouped.setdefault(row["video_id"], []).append(row["caption"])
     splits = {v.get("video_id"): v.get("split") for v in data.get("videos", []) if isinstance(v, dict)}
     return grouped, splits
-
-
-def clips_with_all_captions(root: Path, ids: list[str], source: Path) -> list[Clip]:
-    captions, _ = read_data_json(root)
-    absent = [v for v in ids if v not in captions]
-    if absent:
-        raise UserError(f"{source}: video '{absent[0]}' has no caption in MSRVTT_data.json ({len(absent)} such)")
-    return [Clip(v, tuple(captions[v]), *video_and_audio(root, v)) for v in ids]
 
 
 def test_1k_a_ids(root: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -69,7 +61,7 @@ class MSRVTTRetrieval(Task):
             return [Clip(v, (r["sentence"],), *video_and_audio(root, v)) for v, r in zip(ids, rows, strict=True)]
         path = root / TRAIN_LISTS[split]
         ids = unique_ids([r["video_id"] for r in read_csv(path, ("video_id",))], path)
-        return clips_with_all_captions(root, ids, path)
+        return clips_with_captions(root, ids, read_data_json(root)[0], path)
 
 
 @register_task("msrvtt_caption")
@@ -85,11 +77,11 @@ class MSRVTTCaption(Task):
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
+        captions, official = read_data_json(root)  # parsed once: ~200k sentences
         if split == "test_1k_a_audio":
             ids, _ = test_1k_a_ids(root)
-            return clips_with_all_captions(root, ids, root / TEST_1K_A)
-        _, official = read_data_json(root)
+            return clips_with_captions(root, ids, captions, root / TEST_1K_A)
         ids = [v for v, s in official.items() if s == OFFICIAL[split]]
         if not ids:
             raise UserError(f"{root / 'MSRVTT_data.json'}: no video has split '{OFFICIAL[split]}'")
-        return clips_with_all_captions(root, ids, root / "MSRVTT_data.json")
+        return clips_with_captions(root, ids, captions, root / "MSRVTT_data.json")

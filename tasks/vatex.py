@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
-from tasks.base import Task, TaskSpec, read_json, read_lines, unique_ids, video_and_audio
+from tasks.base import Task, TaskSpec, clips_with_captions, read_json, read_lines, unique_ids
 
 JSONS = {"train": "vatex_training_v1.0.json", "val": "vatex_validation_v1.0.json",
          "test": "vatex_public_test_english_v1.1.json"}
@@ -37,13 +37,6 @@ def english_captions(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def clips(root: Path, ids: list[str], captions: dict[str, list[str]], source: Path) -> list[Clip]:
-    absent = [v for v in ids if v not in captions]
-    if absent:
-        raise UserError(f"{source}: video '{absent[0]}' has no English captions ({len(absent)} such)")
-    return [Clip(v, tuple(captions[v]), *video_and_audio(root, v)) for v in ids]
-
-
 @register_task("vatex_retrieval")
 class VATEXRetrieval(Task):
     """Retrieval on the HGR split: 25,991 train / 1,500 val / 1,500 test, 10 captions per video."""
@@ -60,7 +53,7 @@ class VATEXRetrieval(Task):
         path = root / LISTS[split]
         ids = unique_ids(read_lines(path), path)
         captions = {**english_captions(root / JSONS["train"]), **english_captions(root / JSONS["val"])}
-        return clips(root, ids, captions, path)
+        return clips_with_captions(root, ids, captions, path)
 
 
 @register_task("vatex_caption")
@@ -78,4 +71,4 @@ class VATEXCaption(Task):
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
         path = root / JSONS[split]
         captions = english_captions(path)
-        return clips(root, list(captions), captions, path)
+        return clips_with_captions(root, list(captions), captions, path)

@@ -72,6 +72,11 @@ def test_any_rate_and_channel_count_gives_16k_frames(tmp_path, rate, channels):
 
 def test_long_mono_input_keeps_the_centred_60_seconds():
     rate = 16000
-    wave = np.zeros((1, 65 * rate))
-    logmel = audio.log_mel(audio.lmr_channels(wave, rate))
-    assert logmel.shape[1] == 1 + 60 * rate // 128
+    tone = np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate)
+    at_edges, in_middle = np.zeros((1, 65 * rate)), np.zeros((1, 65 * rate))
+    at_edges[0, : 2 * rate] = at_edges[0, -2 * rate :] = tone  # inside the 2.5 s cut from each end
+    in_middle[0, 31 * rate : 33 * rate] = tone
+    kept = audio.log_mel(audio.lmr_channels(at_edges, rate))
+    assert kept.shape[1] == 1 + 60 * rate // 128
+    assert kept.std() < 1e-3  # both tones were cut away: silence only
+    assert audio.log_mel(audio.lmr_channels(in_middle, rate)).std() > 1

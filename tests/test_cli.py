@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from benchmark.cli import build_parser, main
@@ -9,9 +11,9 @@ def test_help_lists_the_verbs(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
-    text = capsys.readouterr().out
-    for verb in ("tasks", "synth", "prepare", "smoke", "run", "pretrain", "finetune", "evaluate", "perf"):
-        assert verb in text
+    lines = capsys.readouterr().out.splitlines()
+    for verb in build_parser()._subparsers._group_actions[0].choices:  # each verb on its own help line
+        assert any(re.match(rf"\s+{verb}\s+\S", line) for line in lines), verb
 
 
 def test_tasks_lists_registered_tasks(capsys):
@@ -60,7 +62,7 @@ def test_parser_has_no_hidden_verbs():
                                "synth", "tasks"]
 
 
-def test_pretrain_without_a_corpus_and_evaluate_without_a_task_are_one_line_errors(tmp_path, capsys):
+def test_pretrain_without_a_corpus_or_with_an_unknown_one_is_a_one_line_error(tmp_path, capsys):
     assert main(["pretrain", "--out", str(tmp_path / "p"), f"data.root={tmp_path}"]) == 2
     assert "no pre-training corpus: set pretrain_corpus=" in _one_line_error(capsys)
     assert main(["pretrain", "--out", str(tmp_path / "p"), f"data.root={tmp_path}", "pretrain_corpus=[audiosett]"]) == 2

@@ -7,11 +7,18 @@ from benchmark.errors import UserError
 
 
 def test_defaults_resolve_every_protocol_switch():
-    for protocol, switches in PROTOCOL_DEFAULTS.items():
+    paper, released = load_config({"protocol": "paper"}), load_config({"protocol": "released-code"})
+    # spec §14 / §12 item 12, §2.4, §6.3, §12 item 9, §6.4 / item 13, item 14, §8
+    assert (paper.model.type_pos_init_std, released.model.type_pos_init_std) == (0.01, 1.0)
+    assert (paper.model.learnable_logit_scale, released.model.learnable_logit_scale) == (True, False)
+    assert (paper.loss.released_terms, released.loss.released_terms) == (False, True)
+    assert (paper.loss.symmetric_finetune, released.loss.symmetric_finetune) == (True, False)
+    assert (paper.model.supervise_pad, released.model.supervise_pad) == (False, True)
+    assert (paper.eval.selection_split, released.eval.selection_split) == ("val", "test")
+    assert (paper.finetune.param_groups, released.pretrain.param_groups) == ("clean", "released")
+    for protocol, switches in PROTOCOL_DEFAULTS.items():  # and no switch is left unresolved
         cfg = load_config({"protocol": protocol})
-        for dotted, value in switches.items():
-            section, name = dotted.split(".")
-            assert getattr(getattr(cfg, section), name) == value
+        assert all(getattr(getattr(cfg, d.split(".")[0]), d.split(".")[1]) is not None for d in switches)
 
 
 def test_dotted_overrides_are_typed_and_merge_onto_yaml():

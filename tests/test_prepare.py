@@ -56,10 +56,13 @@ def test_msrvtt_manifest_flags_missing_truncated_and_trackless_videos(msrvtt_sma
 def test_rerun_decodes_nothing_new(generated, tmp_path):
     root, _ = generated
     cfg = load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])
+    clips = VATEXRetrieval().load(root / "vatex", "test")
+    first = []
+    MediaCache(tmp_path, Preprocessing.of(cfg.data)).fill(clips, progress=lambda done, total: first.append(done))
+    assert len(first) == len(clips)  # a fresh cache decodes every clip (and reports it)
     prepare("vatex_retrieval", cfg, ["test"], workers=0)
-    cache = MediaCache(tmp_path, Preprocessing.of(cfg.data))
     calls = []
-    cache.fill(VATEXRetrieval().load(root / "vatex", "test"), progress=lambda done, total: calls.append(done))
+    MediaCache(tmp_path, Preprocessing.of(cfg.data)).fill(clips, progress=lambda done, total: calls.append(done))
     assert calls == []
 
 

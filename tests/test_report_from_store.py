@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import baselines
 from benchmark.cli import main
 from benchmark.tracking import Tracker
 
@@ -25,7 +26,7 @@ def log_plan_run(tracker, parent, variant, seed, metrics, modalities=None, statu
                  "task": "msrvtt_retrieval", "split": "test_1k_a", "protocol": "paper",
                  "protocol_fingerprint": "fp0123456789", "count.clips_used": 1000, "count.clips_listed": 1000,
                  "count.missing_video": 0, "count.missing_audio": 32}
-    try:
+    def log():
         with tracker.run(f"msrvtt_retrieval/{variant}/seed{seed}", parent, tags) as plan:
             with tracker.run("finetune/msrvtt_retrieval", plan, {**eval_tags, "stage": "finetune"}) as train:
                 for step, loss in ((1, 3.0), (2, 2.5), (3, 2.0)):
@@ -35,8 +36,12 @@ def log_plan_run(tracker, parent, variant, seed, metrics, modalities=None, statu
                 run.log_metrics(metrics)
             if not status_ok:
                 raise RuntimeError("crashed after its evaluation")
-    except RuntimeError:
-        pass
+
+    if status_ok:
+        log()
+    else:
+        with pytest.raises(RuntimeError, match="crashed after its evaluation"):
+            log()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,7 @@ def store(tmp_path_factory):
         # a plan run that failed after its evaluation never counts, whatever it logged
         log_plan_run(tracker, parent, "no_intra", 3, {"t2va/R1": 99.0}, status_ok=False)
     published = out / "published.csv"
-    rows = (pytest.importorskip("baselines").DEFAULT).read_text().splitlines()
+    rows = baselines.DEFAULT.read_text().splitlines()
     paper = "CLIP4VLA (paper),full,MSR-VTT,test_1k_a,msrvtt_retrieval,t2va,R1,"
     edited = [re.sub(r",pending,", ",E,", line.replace(paper + ",", paper + "43.0,")) if line.startswith(paper)
               else line for line in rows]
@@ -94,9 +99,17 @@ def test_report_with_the_shipped_baselines_shows_the_paper_as_pending(store, tmp
     assert "(S)" in t2va or "(E)" in t2va  # published baselines with their confidence code
 
 
-def test_report_errors_are_one_line(tmp_path, capsys):
-    assert main(["report", "--out", str(tmp_path)]) == 2
-    assert "no tracking store" in capsys.readouterr().err
+def test_report_errors_are_one_line(store, tmp_path, capsys):
+    out, _ = store
+    for args, message in (
+        (["--out", str(tmp_path)], "no tracking store"),
+        (["--out", str(out), "--experiment", "clip4vla-fabricatd"], "did you mean 'clip4vla-fabricated'"),
+        (["--out", str(out), "--reference", "fulll"], "did you mean 'full'"),
+        (["--out", str(tmp_path), "--tracking-uri", "bogus://x"], "cannot read the tracking store"),
+    ):
+        assert main(["report", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (args, err)
 
 
 def test_runs_made_outside_a_suite_are_their_own_reference(msrvtt_small, tiny_config, tmp_path):

@@ -42,15 +42,28 @@ class CrossTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, type_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x [B, L, D]; type_ids [L]; mask [B, L] (keys) or [B, L, L] (query x key), 1 = may attend."""
-        length = x.shape[1]
-        x = self.embed(x, type_ids, torch.arange(length, device=x.device))
-        if mask.dim() == 2:
-            mask = mask[:, None, :].expand(-1, length, -1)
-        additive = (1.0 - mask.to(x.dtype)) * MASK_VALUE
-        attn_mask = additive.repeat_interleave(self.heads, dim=0)  # [B * heads, L, L] for nn.MultiheadAttention
+        x = self.embed(x, type_ids, torch.arange(x.shape[1], device=x.device))
+        attn_mask = additive_mask(mask, self.heads, x.dtype)
         for block in self.blocks:
             x = block(x, attn_mask=attn_mask)
         return x
+
+
+def additive_mask(mask: torch.Tensor, heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """Key mask [B, L] or [B, L, L] (1 = may attend) -> the additive (1 - m) * -1e6 mask [B * heads, L, L] that
+    nn.MultiheadAttention takes (spec §2.6)."""
+    if mask.dim() == 2:
+        mask = mask[:, None, :].expand(-1, mask.shape[1], -1)
+    return ((1.0 - mask.to(dtype)) * MASK_VALUE).repeat_interleave(heads, dim=0)
+
+
+def heads_qkv(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The queries, keys and values [B, heads, L, hd] that `block` computes for tokens x [B, L, D]."""
+    attn = block.attn
+    batch, length, width = x.shape
+    shape = (batch, length, attn.num_heads, width // attn.num_heads)
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    return tuple(t.view(shape).transpose(1, 2) for t in qkv)
 
 
 def block_step(block: nn.Module, x: torch.Tensor, cache: dict[str, torch.Tensor] | None,
@@ -64,14 +77,8 @@ def block_step(block: nn.Module, x: torch.Tensor, cache: dict[str, torch.Tensor]
     block's full forward on the whole prefix (tests/test_decoder.py).
     """
     attn = block.attn
-    heads = attn.num_heads
     batch, new, width = x.shape
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-
-    def split(t: torch.Tensor) -> torch.Tensor:
-        return t.view(batch, -1, heads, width // heads).transpose(1, 2)
-
-    q, k, v = split(q), split(k), split(v)
+    q, k, v = heads_qkv(block, x)
     if cache is not None:
         if "k" in cache:
             k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
@@ -87,12 +94,3 @@ def block_step(block: nn.Module, x: torch.Tensor, cache: dict[str, torch.Tensor]
     out = F.linear(out.transpose(1, 2).reshape(batch, new, width), attn.out_proj.weight, attn.out_proj.bias)
     x = x + block.ls_1(out)
     return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-
-def block_keys_values(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values [B, heads, L, hd] that `block` computes for tokens x [B, L, D]."""
-    attn = block.attn
-    batch, length, width = x.shape
-    _, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    shape = (batch, length, attn.num_heads, width // attn.num_heads)
-    return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)

@@ -12,16 +12,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU
 from torch import nn
 
-from benchmark.model.cross import AUDIO, MASK_VALUE, TEXT, VIDEO, CrossTransformer, block_keys_values, block_step
+from benchmark.model.cross import AUDIO, TEXT, VIDEO, CrossTransformer, additive_mask, block_step, heads_qkv
 
 SOT, EOT, PAD = 49406, 49407, 0
-
-
-class QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 @dataclass
@@ -96,11 +92,10 @@ def _context_kv(cross: CrossTransformer, context: Context, offset: int) -> list[
     """Per cross layer, the context's keys/values; context rows see only the context, so they never change."""
     positions = torch.arange(offset, offset + context.features.shape[1], device=context.features.device)
     x = cross.embed(context.features, context.type_ids, positions)
-    attn_mask = ((1.0 - context.mask[:, None, :].to(x.dtype)) * MASK_VALUE).expand(-1, x.shape[1], -1)
-    attn_mask = attn_mask.repeat_interleave(cross.heads, dim=0)
+    attn_mask = additive_mask(context.mask, cross.heads, x.dtype)
     kv = []
     for block in cross.blocks:
-        kv.append(block_keys_values(block, x))
+        kv.append(heads_qkv(block, x)[1:])
         x = block(x, attn_mask=attn_mask)
     return kv
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
 from benchmark.cli import main
 from benchmark.config import load_config
@@ -103,3 +104,32 @@ def test_synth_is_deterministic_for_a_seed(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     wavs = sorted(p.name for p in (tmp_path / "a" / "audio").iterdir())
     assert all((tmp_path / "a" / "audio" / w).read_bytes() == (tmp_path / "b" / "audio" / w).read_bytes() for w in wavs)
+
+
+def test_segments_of_one_video_are_decoded_once_and_cut_as_if_decoded_alone(generated, monkeypatch):
+    from benchmark.media import cache as cache_module
+    from benchmark.media import video as video_fe
+    from tasks.pretrain import HowTo100M
+
+    root, _ = generated
+    clips = [c for c in HowTo100M().load(root / "howto100m", "train") ]
+    videos = {c.video for c in clips}
+    assert len(clips) > len(videos)  # several segments per video
+    prep = Preprocessing.of(load_config({}, []).data)
+    alone = [cache_module.decode_clips([c], prep)[0] for c in clips]
+    calls = []
+    real = video_fe.decode_seconds
+    monkeypatch.setattr(video_fe, "decode_seconds", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    together = []
+    for video in videos:
+        group = [c for c in clips if c.video == video]
+        together += zip(group, cache_module.decode_clips(group, prep), strict=True)
+    assert sorted(calls) == sorted(videos)  # one decode per file
+    by_id = dict((c.id, result) for c, result in together)
+    for clip, (entry, status) in zip(clips, alone, strict=True):
+        grouped_entry, grouped_status = by_id[clip.id]
+        assert grouped_status == status
+        for key in ("frames", "logmel"):
+            assert (entry[key] is None) == (grouped_entry[key] is None)
+            if entry[key] is not None:
+                assert torch.equal(entry[key], grouped_entry[key])

@@ -30,11 +30,10 @@ MAX_SECONDS = 60.0  # longer inputs keep their centred 60 s (spec §3 step 2)
 AMIN = 1e-10
 
 
-def read_waveform(path: Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
+def read_file(path: Path) -> tuple[np.ndarray, int]:
     """Read any audio file or the audio track of a video: float32 [channels, samples] in [-1, 1], and its rate.
 
-    WAV/FLAC go through soundfile; containers (mp4, mkv, webm, m4a) through PyAV. A segment keeps samples
-    [rate·floor(start), rate·ceil(end)) (spec §3 step 1). Raises MediaError.
+    WAV/FLAC go through soundfile; containers (mp4, mkv, webm, m4a) through PyAV. Raises MediaError.
     """
     path = Path(path)
     if not path.is_file():
@@ -51,12 +50,24 @@ def read_waveform(path: Path, start: float | None = None, end: float | None = No
         wave = data.T
     else:
         wave, rate = _read_container_audio(path)
+    return wave, int(rate)
+
+
+def cut_waveform(wave: np.ndarray, rate: int, path: Path, start: float | None = None, end: float | None = None
+                 ) -> tuple[np.ndarray, int]:
+    """The [rate·floor(start), rate·ceil(end)) samples of a whole waveform read by `read_file` (spec §3 step 1);
+    an empty cut is MediaError too_short."""
     if start is not None or end is not None:
         first = int(rate * math.floor(start or 0))
         wave = wave[:, first : int(rate * math.ceil(end)) if end is not None else None]
     if wave.shape[1] == 0:
         raise MediaError(path, "too_short", "no samples")
     return np.ascontiguousarray(wave), int(rate)
+
+
+def read_waveform(path: Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
+    """`read_file` then `cut_waveform`: one clip's samples."""
+    return cut_waveform(*read_file(path), path, start, end)
 
 
 def _read_container_audio(path: Path) -> tuple[np.ndarray, int]:

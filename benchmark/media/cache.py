@@ -84,30 +84,44 @@ def file_digest(path: Path) -> tuple[int, str] | tuple[None, None]:
     return Path(path).stat().st_size, digest.hexdigest()
 
 
-def decode_clip(clip: Clip, prep: Preprocessing) -> tuple[dict[str, torch.Tensor | None], MediaStatus]:
-    """Decode one clip's frames and log-mel; media problems are recorded in the status, never raised."""
-    entry: dict[str, torch.Tensor | None] = {"frames": None, "logmel": None}
-    status = MediaStatus(clip.id, has_video=False, has_audio=False)
-    if clip.video is not None:
-        try:
-            entry["frames"] = video_fe.decode_frames(clip.video, prep.max_frames, prep.frame_size,
-                                                     clip.start, clip.end)
-            status.has_video = True
-        except MediaError as exc:
-            status.video_error = exc.reason
-    if clip.audio is not None:
-        try:
-            wave, rate = audio_fe.read_waveform(clip.audio, clip.start, clip.end)
-            status.duration = wave.shape[1] / rate
-            entry["logmel"] = audio_fe.log_mel(audio_fe.lmr_channels(wave, rate), prep.stft_pad_mode)
-            status.has_audio = True
-        except MediaError as exc:
-            status.audio_error = exc.reason
-    if status.duration is None and status.has_video:
-        status.duration = video_fe.duration_seconds(clip.video)
-    status.bytes, status.sha256 = file_digest(clip.video if clip.video is not None and clip.video.exists()
-                                              else clip.audio)
-    return entry, status
+def _attempt(read: Callable[[], object]) -> tuple[object | None, str | None]:
+    """(what `read` returns, None), or (None, the MediaError reason)."""
+    try:
+        return read(), None
+    except MediaError as exc:
+        return None, exc.reason
+
+
+def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict[str, torch.Tensor | None], MediaStatus]]:
+    """Decode clips cut from the same media files (e.g. the segments of one HowTo100M video; a single clip
+    otherwise): each file is decoded and hashed once, then cut per clip. Media problems are recorded in the
+    statuses, never raised."""
+    video, audio = clips[0].video, clips[0].audio
+    last = max(video_fe.second_range(c.start, c.end)[1] for c in clips)
+    seconds, video_error = _attempt(lambda: video_fe.decode_seconds(video, last)) if video else (None, None)
+    whole, audio_error = _attempt(lambda: audio_fe.read_file(audio)) if audio else (None, None)
+    container_duration = video_fe.duration_seconds(video) if seconds is not None else None
+    size, digest = file_digest(video if video is not None and video.exists() else audio)
+    out = []
+    for clip in clips:
+        entry: dict[str, torch.Tensor | None] = {"frames": None, "logmel": None}
+        status = MediaStatus(clip.id, has_video=False, has_audio=False, video_error=video_error,
+                             audio_error=audio_error, bytes=size, sha256=digest)
+        if seconds is not None:
+            entry["frames"], status.video_error = _attempt(lambda c=clip: video_fe.cut_frames(
+                seconds, video, prep.max_frames, prep.frame_size, c.start, c.end))
+            status.has_video = entry["frames"] is not None
+        if whole is not None:
+            cut, status.audio_error = _attempt(lambda c=clip: audio_fe.cut_waveform(*whole, audio, c.start, c.end))
+            if cut is not None:
+                wave, rate = cut
+                status.duration = wave.shape[1] / rate
+                entry["logmel"] = audio_fe.log_mel(audio_fe.lmr_channels(wave, rate), prep.stft_pad_mode)
+                status.has_audio = True
+        if status.duration is None and status.has_video:
+            status.duration = container_duration
+        out.append((entry, status))
+    return out
 
 
 def _single_threaded() -> None:
@@ -115,14 +129,20 @@ def _single_threaded() -> None:
     torch.set_num_threads(1)
 
 
-def _decode_to_file(job: tuple[Clip, Preprocessing, Path]) -> tuple[str, MediaStatus]:
-    """Decode one clip and save its entry under a name derived from its media key (workers write directly,
-    so only the small status crosses the process boundary)."""
-    clip, prep, directory = job
-    entry, status = decode_clip(clip, prep)
-    name = hashlib.sha1(clip.media_key.encode()).hexdigest()[:20] + ".pt"
-    torch.save(entry, directory / name)
-    return name, status
+def entry_name(clip: Clip) -> str:
+    """The cache file of a clip: a hash of its media key, so ids never become paths."""
+    return hashlib.sha1(clip.media_key.encode()).hexdigest()[:20] + ".pt"
+
+
+def _decode_to_files(job: tuple[list[Clip], Preprocessing, Path]) -> list[MediaStatus]:
+    """Decode a group of clips and save each entry (workers write directly, so only the small statuses cross
+    the process boundary)."""
+    clips, prep, directory = job
+    statuses = []
+    for clip, (entry, status) in zip(clips, decode_clips(clips, prep), strict=True):
+        torch.save(entry, directory / entry_name(clip))
+        statuses.append(status)
+    return statuses
 
 
 class MediaCache:
@@ -163,19 +183,25 @@ class MediaCache:
         """
         clips = list(clips)
         todo = list({c.media_key: c for c in clips if c.media_key not in self._index}.values())
-        jobs = [(clip, self.prep, self.dir) for clip in todo]
+        groups: dict[tuple, list[Clip]] = {}  # clips cut from the same files are decoded together
+        for clip in todo:
+            groups.setdefault((clip.video, clip.audio), []).append(clip)
+        jobs = [(group, self.prep, self.dir) for group in groups.values()]
         if workers > 0 and len(jobs) > 1:
             # spawn, not fork: forking a process whose OpenMP threads already ran can hang the children
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_single_threaded)
-            results = pool.map(_decode_to_file, jobs, chunksize=4)
+            results = pool.map(_decode_to_files, jobs, chunksize=4)
         else:
-            pool, results = None, map(_decode_to_file, jobs)
+            pool, results = None, map(_decode_to_files, jobs)
+        done = 0
         try:
-            for done, (clip, (name, status)) in enumerate(zip(todo, results, strict=True), 1):
-                self._index[clip.media_key] = {"file": name, "status": dataclasses.asdict(status)}
-                if progress:
-                    progress(done, len(todo))
+            for (group, _, _), statuses in zip(jobs, results, strict=True):
+                for clip, status in zip(group, statuses, strict=True):
+                    self._index[clip.media_key] = {"file": entry_name(clip), "status": dataclasses.asdict(status)}
+                    done += 1
+                    if progress:
+                        progress(done, len(todo))
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

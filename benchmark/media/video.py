@@ -21,12 +21,20 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def decode_frames(path: Path, max_frames: int, size: int = FRAME_SIZE, start: float | None = None,
                   end: float | None = None) -> torch.Tensor:
-    """uint8 [T, 3, size, size]: the first frame of each second, uniformly subsampled to at most `max_frames`.
+    """uint8 [T, 3, size, size]: the first frame of each second, uniformly subsampled to at most `max_frames`
+    (`decode_seconds` then `cut_frames`). Raises MediaError for missing, empty, corrupt or stream-less files."""
+    return cut_frames(decode_seconds(path, second_range(start, end)[1]), path, max_frames, size, start, end)
 
-    As the authors' offline extraction: for second s, the frame with index s·int(fps) (spec §4); a segment
-    keeps seconds [floor(start), ceil(end)); beyond `max_frames`, `linspace` indices (slice_framepos 2).
-    Raises MediaError for missing, empty, corrupt or stream-less files.
-    """
+
+def second_range(start: float | None, end: float | None) -> tuple[int, float]:
+    """A segment keeps seconds [floor(start), ceil(end)) (spec §4); the whole file without start / end."""
+    return (math.floor(start) if start is not None else 0, math.ceil(end) if end is not None else math.inf)
+
+
+def decode_seconds(path: Path, last: float = math.inf) -> list:
+    """The first frame of each second before `last` (as the authors' offline extraction: for second s, the frame
+    with index s·int(fps), spec §4), as PIL images indexed by second. Frames decoded before a truncated tail are
+    kept (the manifest records the file); raises MediaError when nothing decodes."""
     import av
 
     path = Path(path)
@@ -34,7 +42,7 @@ def decode_frames(path: Path, max_frames: int, size: int = FRAME_SIZE, start: fl
         raise MediaError(path, "missing")
     if path.stat().st_size == 0:
         raise MediaError(path, "empty")
-    picked = []
+    seconds = []
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -42,21 +50,29 @@ def decode_frames(path: Path, max_frames: int, size: int = FRAME_SIZE, start: fl
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or 1
             step = max(int(rate), 1)
-            first = math.floor(start) if start is not None else 0
-            last = math.ceil(end) if end is not None else math.inf  # exclusive, in seconds
             for index, frame in enumerate(container.decode(stream)):
                 if index // step >= last:
                     break
-                if index % step == 0 and index // step >= first:
-                    picked.append(frame.to_image())
+                if index % step == 0:
+                    seconds.append(frame.to_image())
     except MediaError:
         raise
     except Exception as exc:  # PyAV raises InvalidDataError and friends on broken files
-        if not picked:
+        if not seconds:
             raise MediaError(path, "corrupt", f"{type(exc).__name__}: {exc}") from exc
-        # A truncated tail still leaves the frames decoded before it; keep them (recorded by the manifest).
-    if not picked:
+    if not seconds:
         raise MediaError(path, "corrupt", "no decodable frame")
+    return seconds
+
+
+def cut_frames(seconds: list, path: Path, max_frames: int, size: int = FRAME_SIZE, start: float | None = None,
+               end: float | None = None) -> torch.Tensor:
+    """One segment's frames from `decode_seconds`: its seconds, `linspace`-subsampled beyond `max_frames`
+    (slice_framepos 2), resized and centre-cropped. A segment with no decoded second is MediaError corrupt."""
+    first, last = second_range(start, end)
+    picked = seconds[first : None if last == math.inf else int(last)]
+    if not picked:
+        raise MediaError(path, "corrupt", "no decodable frame in the segment")
     if len(picked) > max_frames:
         keep = np.linspace(0, len(picked) - 1, num=max_frames, dtype=int)
         picked = [picked[i] for i in keep]

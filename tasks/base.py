@@ -84,7 +84,11 @@ def clips_with_captions(root: Path, ids: list[str], captions: dict[str, list[str
 
 def first_existing(root: Path, templates: tuple[str, ...], **fields: str) -> Path:
     """The first template (formatted with `fields`) that exists under root, else the first one."""
-    paths = [root / t.format(**fields) for t in templates]
+    try:
+        paths = [root / t.format(**fields) for t in templates]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UserError(f"audio template {templates[0]!r}: unknown field {exc} (fields: "
+                        f"{', '.join('{' + k + '}' for k in fields)})") from None
     return next((p for p in paths if p.exists()), paths[0])
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
-from tasks.base import Task, TaskSpec, read_csv, read_json, video_and_audio
+from tasks.base import Task, TaskSpec, first_existing, read_csv, read_json, video_and_audio
 
 MIN_SECONDS, MIN_WORDS = 10.0, 5  # spec §7.1: min_time, min_words
 VERBAL, NON_VERBAL = 0, 1
@@ -58,10 +58,11 @@ class AudioSet(Task):
             unknown = [m for m in mids if m not in names]
             if unknown:
                 raise UserError(f"{path}: label '{unknown[0]}' of '{youtube_id}' is not in class_labels_indices.csv")
-            video, audio = video_and_audio(root, youtube_id)
-            wav = root / "audio" / f"{youtube_id}.wav"
+            video, track = video_and_audio(root, youtube_id)
+            # a per-clip audio file (data.audio_template, default audio/<YTID>.wav) when present, else the track
+            wav = first_existing(root, (audio_template or "audio/{youtube_id}.wav",), youtube_id=youtube_id)
             text = "The sound of " + ",".join(names[m] for m in mids)
-            out.append(Clip(youtube_id, (text,), video, wav if wav.exists() else audio, audio_type=NON_VERBAL))
+            out.append(Clip(youtube_id, (text,), video, wav if wav.exists() else track, audio_type=NON_VERBAL))
         return out
 
 

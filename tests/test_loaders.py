@@ -113,3 +113,18 @@ def test_malformed_annotations_give_one_line_errors(generated, tmp_path, task, s
     with pytest.raises(UserError) as err:
         TASKS.get(task)().load(root, split)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_audioset_audio_template_names_per_clip_files(generated, tmp_path):
+    root, _ = generated
+    copy = tmp_path / "audioset"
+    shutil.copytree(root / "audioset", copy, ignore=shutil.ignore_patterns("videos"))
+    (copy / "sounds").mkdir()
+    task = TASKS.get("audioset")()
+    ids = [c.id for c in task.load(copy, "balanced_train")]
+    (copy / "sounds" / f"{ids[0]}.flac").write_bytes(b"")
+    clips = task.load(copy, "balanced_train", audio_template="sounds/{youtube_id}.flac")
+    assert clips[0].audio == copy / "sounds" / f"{ids[0]}.flac"  # found by the template
+    assert clips[1].audio.suffix == ".mp4"  # no file: the video's own track
+    with pytest.raises(UserError, match=r"unknown field 'video_id'.*\{youtube_id\}"):
+        task.load(copy, "balanced_train", audio_template="sounds/{video_id}.flac")

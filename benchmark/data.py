@@ -49,21 +49,27 @@ def prepare_split(
     as misses in audio directions.
     """
     statuses: list[MediaStatus] = cache.fill(clips, progress, workers)
-    errors = Counter(f"video_{s.video_error}" for s in statuses if s.video_error and needs_video)
-    errors.update(f"audio_{s.audio_error}" for s in statuses if s.audio_error and (s.has_video or not needs_video))
+    media = media_counts(statuses, needs_video)
     kept = [(c, s) for c, s in zip(clips, statuses, strict=True) if s.has_video or not needs_video]
-    no_audio = sum(not s.has_audio for _, s in kept)
     if policy == "drop":
         kept = [(c, s) for c, s in kept if s.has_audio]
-    counts = {
-        "clips_listed": len(clips),
-        "clips_used": len(kept),
-        "missing_video": len(clips) - sum(s.has_video for s in statuses) if needs_video else 0,
-        "missing_audio": no_audio,
-        "dropped_no_audio": no_audio if policy == "drop" else 0,
+    counts = {"clips_listed": len(clips), "clips_used": len(kept), **media,
+              "dropped_no_audio": media["missing_audio"] if policy == "drop" else 0}
+    return PreparedSplit([c for c, _ in kept], counts, {c.id: s.has_audio for c, s in kept})
+
+
+def media_counts(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
+    """What a split's media lack, one definition for `clip4vla prepare` and every run record: `missing_video`,
+    clips without a decodable video (for tasks that need video; whatever the reason); `missing_audio`, clips
+    left for the task (with video, when it needs video) without decodable audio; `error_<kind>_<reason>`, why."""
+    usable = [s for s in statuses if s.has_video or not needs_video]
+    errors = Counter(f"video_{s.video_error}" for s in statuses if s.video_error and needs_video)
+    errors.update(f"audio_{s.audio_error}" for s in usable if s.audio_error)
+    return {
+        "missing_video": len(statuses) - len(usable),
+        "missing_audio": sum(not s.has_audio for s in usable),
         **{f"error_{k}": v for k, v in sorted(errors.items())},
     }
-    return PreparedSplit([c for c, _ in kept], counts, {c.id: s.has_audio for c, s in kept})
 
 
 class ClipTensors:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
 from benchmark.config import RunConfig
+from benchmark.data import media_counts
 from benchmark.media.cache import MediaCache, MediaStatus, Preprocessing
 from benchmark.pipeline import cache_dir
 from benchmark.registry import load_tasks
@@ -25,14 +25,15 @@ BROKEN = {"corrupt", "empty", "too_short"}
 
 
 def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
-    """Counts printed by prepare and checked against what synth planted."""
-    reasons = Counter(r for s in statuses for r in (s.video_error if needs_video else None, s.audio_error) if r)
+    """Counts printed by prepare: the run records' missing video / audio (`media_counts`), plus how many clips
+    have no audio track and how many files are broken."""
+    media = media_counts(statuses, needs_video)
     return {
         "items": len(statuses),
-        "missing_video": sum(s.video_error == "missing" for s in statuses) if needs_video else 0,
-        "missing_audio": sum(not s.has_audio for s in statuses),
+        "missing_video": media["missing_video"],
+        "missing_audio": media["missing_audio"],
+        "no_audio_track": sum(s.audio_error == "no_stream" for s in statuses),
         "undecodable": sum(bool({s.video_error if needs_video else None, s.audio_error} & BROKEN) for s in statuses),
-        "no_audio_track": reasons["no_stream"],
     }
 
 

@@ -48,6 +48,16 @@ def test_msrvtt_manifest_flags_missing_truncated_and_trackless_videos(msrvtt_sma
     assert summary["test_1k_a"]["missing_video"] == len(planted["missing"])
     assert summary["train_9k"]["undecodable"] == len(planted["truncated"])
     assert rows[("train_9k", planted["truncated"][0])]["video_error"] == "corrupt"
+    # what prepare prints is what a run records for the same split
+    from benchmark.data import prepare_split
+    from tasks.msrvtt import MSRVTTRetrieval
+
+    cache = MediaCache(tmp_path / "cache", Preprocessing.of(cfg.data))
+    for split in ("train_9k", "test_1k_a"):
+        counts = prepare_split(MSRVTTRetrieval().load(root, split), cache, "zero").counts
+        assert (counts["missing_video"], counts["missing_audio"]) == (
+            summary[split]["missing_video"], summary[split]["missing_audio"])
+    assert summary["train_9k"]["missing_video"] >= len(planted["truncated"])  # a broken video is a missing one
     for clip_id in planted["no_audio"]:
         split = "test_1k_a" if clip_id in planted["test_ids"] else "train_9k"
         assert rows[(split, clip_id)]["audio_error"] == "no_stream" and rows[(split, clip_id)]["has_video"] == "True"

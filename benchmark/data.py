@@ -152,6 +152,11 @@ class ClipItems(Dataset):
         return self.tensors(self.split.clips[index])
 
 
+def epoch_indices(n: int, seed: int, epoch: int) -> list[int]:
+    """The dataset order of one epoch: a permutation that depends only on (seed, epoch), so it survives resume."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+
+
 class MixedCorpus(Dataset):
     """Pre-training corpora mixed by weight (spec §7.1 [R]: explicit ratio sampling).
 
@@ -171,8 +176,7 @@ class MixedCorpus(Dataset):
         shares[-1] = self.length - sum(shares[:-1])
         self.index: list[tuple[int, int]] = []
         for k, (part, share) in enumerate(zip(self.parts, shares, strict=True)):
-            order = torch.randperm(len(part), generator=torch.Generator().manual_seed(
-                hash((self.seed, epoch, k)) & 0x7FFFFFFF)).tolist()
+            order = epoch_indices(len(part), self.seed * 100 + k, epoch)  # corpus k's own order, by (seed, epoch)
             self.index += [(k, order[i % len(order)]) for i in range(share)]
         for part in self.parts:
             if hasattr(part, "set_epoch"):

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
+from benchmark.data import epoch_indices
 from benchmark.errors import UserError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,11 +85,6 @@ class Position:
     step: int = 0
     epoch: int = 0
     micro: int = 0  # micro-batches of `epoch` already consumed
-
-
-def epoch_indices(n: int, seed: int, epoch: int) -> list[int]:
-    """The dataset order of one epoch: a permutation that depends only on (seed, epoch), so it survives resume."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
 
 
 def rng_state() -> dict:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 import torch
 from torch.utils.data import Dataset
 
 from benchmark.config import load_config
+from benchmark.errors import UserError
 from benchmark.model import build_model
 
 SOT, EOT = 49406, 49407
@@ -63,3 +69,21 @@ plan:
   - {{name: pre, stage: pretrain, config: {{pretrain_corpus: [audioset]}}}}
   - {{name: ft, stage: finetune, init: pre, config: {{task: audiocaps_retrieval}}}}
 """
+
+
+def one_line_error(call: Callable[[], object], *fragments: str) -> str:
+    """Run `call`, which must raise a UserError of one line holding every fragment; returns the message."""
+    with pytest.raises(UserError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def annotations_copy(dataset: Path, into: Path) -> Path:
+    """A dataset folder without its media, to break annotation files in."""
+    dst = into / dataset.name
+    shutil.copytree(dataset, dst, ignore=shutil.ignore_patterns("videos", "audio"))
+    return dst

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import one_line_error
 
 from benchmark.config import PROTOCOL_DEFAULTS, RunConfig, load_config, parse_override, read_yaml
 from benchmark.errors import UserError
@@ -51,10 +52,7 @@ def test_explicit_value_beats_protocol_default():
     ],
 )
 def test_bad_keys_and_values_name_the_key(override, message):
-    with pytest.raises(UserError) as err:
-        load_config({}, [override])
-    assert message in str(err.value)
-    assert "\n" not in str(err.value)
+    one_line_error(lambda: load_config({}, [override]), message)
 
 
 def test_yaml_errors_are_one_line(tmp_path):

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from helpers import annotations_copy, one_line_error
 
 from benchmark.errors import UserError
 from benchmark.registry import load_tasks
@@ -73,13 +74,6 @@ def test_howto100m_segments_span_ten_seconds_and_five_words(generated):
     assert not any(c.id.startswith(planted["howto100m"]["no_captions"][0]) for c in clips)
 
 
-def _broken_copy(generated, tmp_path, dataset):
-    root, _ = generated
-    dst = tmp_path / dataset
-    shutil.copytree(root / dataset, dst, ignore=shutil.ignore_patterns("videos", "audio"))
-    return dst
-
-
 @pytest.mark.parametrize(
     ("task", "split", "breakage", "message"),
     [
@@ -108,11 +102,9 @@ def _broken_copy(generated, tmp_path, dataset):
 )
 def test_malformed_annotations_give_one_line_errors(generated, tmp_path, task, split, breakage, message):
     spec = TASKS.get(task).spec
-    root = _broken_copy(generated, tmp_path, spec.data_dir)
+    root = annotations_copy(generated[0] / spec.data_dir, tmp_path)
     breakage(root)
-    with pytest.raises(UserError) as err:
-        TASKS.get(task)().load(root, split)
-    assert message in str(err.value) and "\n" not in str(err.value)
+    one_line_error(lambda: TASKS.get(task)().load(root, split), message)
 
 
 def test_audioset_audio_template_names_per_clip_files(generated, tmp_path):

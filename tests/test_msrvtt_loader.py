@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
+from helpers import annotations_copy, one_line_error
 
 from benchmark.errors import UserError
 from tasks.msrvtt import MSRVTTRetrieval
@@ -24,12 +24,6 @@ def test_splits_group_captions_by_clip(msrvtt_small):
     assert first.video == root / "videos" / f"{first.id}.mp4" and first.audio == first.video
 
 
-def _copy(root, tmp_path):
-    dst = tmp_path / "msrvtt"
-    shutil.copytree(root, dst, ignore=shutil.ignore_patterns("videos"))
-    return dst
-
-
 @pytest.mark.parametrize(
     ("breakage", "split", "message"),
     [
@@ -46,21 +40,17 @@ def _copy(root, tmp_path):
     ],
 )
 def test_malformed_annotations_give_one_line_errors(msrvtt_small, tmp_path, breakage, split, message):
-    root = _copy(msrvtt_small[0], tmp_path)
+    root = annotations_copy(msrvtt_small[0], tmp_path)
     breakage(root)
-    with pytest.raises(UserError) as err:
-        MSRVTTRetrieval().load(root, split)
-    assert message in str(err.value)
-    assert "\n" not in str(err.value)
+    one_line_error(lambda: MSRVTTRetrieval().load(root, split), message)
 
 
 def test_empty_caption_in_json_names_the_video(msrvtt_small, tmp_path):
-    root = _copy(msrvtt_small[0], tmp_path)
+    root = annotations_copy(msrvtt_small[0], tmp_path)
     data = json.loads((root / "MSRVTT_data.json").read_text())
     data["sentences"][3]["caption"] = "  "
     (root / "MSRVTT_data.json").write_text(json.dumps(data))
-    with pytest.raises(UserError, match=r"sentences\[3\] has an empty caption"):
-        MSRVTTRetrieval().load(root, "train_9k")
+    one_line_error(lambda: MSRVTTRetrieval().load(root, "train_9k"), "sentences[3] has an empty caption")
 
 
 def test_unknown_split_and_root(msrvtt_small, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from helpers import pretrain_then_finetune_suite
+from helpers import one_line_error, pretrain_then_finetune_suite
 
 from benchmark.errors import UserError
 from benchmark.sweep import describe, emit, expand, load_suite
@@ -75,9 +75,7 @@ def test_run_keys_ignore_machine_paths_and_unread_sections(tmp_path):
     ("extends: suite.yaml\nsuite: t\nplan: [{name: a, stage: pretrain}]\n", "goes round in a circle"),
 ])
 def test_suite_mistakes_are_one_line_errors(tmp_path, change, message):
-    with pytest.raises(UserError, match=message) as info:
-        load_suite(write(tmp_path, change))
-    assert "\n" not in str(info.value)
+    one_line_error(lambda: load_suite(write(tmp_path, change)), message)
 
 
 def test_expansion_mistakes_are_one_line_errors(tmp_path):

@@ -8,6 +8,7 @@ intra-modal loss is drawn on the log-mel (spec §3) and segment selection depend
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -100,7 +101,7 @@ def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict[str,
     last = max(video_fe.second_range(c.start, c.end)[1] for c in clips)
     seconds, video_error = _attempt(lambda: video_fe.decode_seconds(video, last)) if video else (None, None)
     whole, audio_error = _attempt(lambda: audio_fe.read_file(audio)) if audio else (None, None)
-    container_duration = video_fe.duration_seconds(video) if seconds is not None else None
+    container_duration = functools.cache(lambda: video_fe.duration_seconds(video))  # probed only if needed
     size, digest = file_digest(video if video is not None and video.exists() else audio)
     out = []
     for clip in clips:
@@ -119,7 +120,7 @@ def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict[str,
                 entry["logmel"] = audio_fe.log_mel(audio_fe.lmr_channels(wave, rate), prep.stft_pad_mode)
                 status.has_audio = True
         if status.duration is None and status.has_video:
-            status.duration = container_duration
+            status.duration = container_duration()
         out.append((entry, status))
     return out
 

@@ -44,7 +44,7 @@ class ModelConfig:
 class DataConfig:
     root: str | None = None  # folder holding one sub-folder per dataset (each task's data_dir)
     cache: str | None = None  # preprocessed-tensor cache; default <root>/clip4vla-cache
-    audio_template: str | None = None  # per-clip audio file (AudioCaps, AudioSet), e.g. "audio/Y{youtube_id}.wav"
+    audio_template: str | None = None  # per-clip audio file of tasks that ship them, e.g. "audio/Y{youtube_id}.wav"
     stft_pad_mode: Literal["constant", "reflect"] = "constant"  # librosa 0.9 zeros (default) or 0.8 reflect (spec §3)
     max_words: int = 32  # text tokens incl. SOT/EOT (spec §5)
     max_frames: int = 12  # frames at 1 fps, uniformly subsampled beyond this (spec §4)

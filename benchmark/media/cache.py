@@ -94,7 +94,7 @@ def _attempt(read: Callable[[], object]) -> tuple[object | None, str | None]:
 
 
 def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict[str, torch.Tensor | None], MediaStatus]]:
-    """Decode clips cut from the same media files (e.g. the segments of one HowTo100M video; a single clip
+    """Decode clips cut from the same media files (e.g. the ASR segments of one long video; a single clip
     otherwise): each file is decoded and hashed once, then cut per clip. Media problems are recorded in the
     statuses, never raised."""
     video, audio = clips[0].video, clips[0].audio

@@ -2,9 +2,10 @@
 
 The log-mel "image" of one segment is [3, 224, 224]: channels (L, M=(L+R)/2, R), rows = 224 frames of 8 ms
 (1.792 s), columns = 224 Slaney mel bins up to 8 kHz. It matches the authors' librosa 0.9 front-end
-(fixtures/audio/, checked in tests/test_audio_frontend.py). Deliberate differences from the authors' code:
-any input rate is resampled to 16 kHz (stereo included; the authors' loader turned >16 kHz stereo into silence,
-spec §12 item 21b) and mono files of any length work (item 21).
+(tests/fixtures/audio/, checked in tests/test_audio_frontend.py), including its resampler: resampy's kaiser_best,
+as librosa 0.9's `resample`. Deliberate differences from the authors' code: any input rate is resampled to 16 kHz
+(stereo included; the authors' loader turned >16 kHz stereo into silence, spec §12 item 21b) and mono files of
+any length work (item 21).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TOP_DB = 80.0
 SEGMENT_FRAMES = 224  # 1.792 s per segment
 MAX_SECONDS = 60.0  # longer inputs keep their centred 60 s (spec §3 step 2)
 AMIN = 1e-10
+RESAMPLER = "resampy-kaiser_best"  # librosa 0.9's default res_type; part of the cache fingerprint
 
 
 def read_file(path: Path) -> tuple[np.ndarray, int]:
@@ -98,21 +100,36 @@ def _read_container_audio(path: Path) -> tuple[np.ndarray, int]:
 def lmr_channels(wave: np.ndarray, rate: int) -> torch.Tensor:
     """[C, N] at `rate` -> float64 [3, N'] = (L, (L+R)/2, R) at 16 kHz, centred 60 s at most (spec §3 step 2).
 
-    Mono is duplicated (L = M = R). More than two channels keep the first two (front left/right).
+    Mono is duplicated (L = M = R). More than two channels keep the first two (front left/right). The crop is
+    taken at the original rate, then every channel is resampled as `resample_16k` does.
     """
-    import torchaudio.functional as AF
-
     max_len = int(MAX_SECONDS * rate)
     if wave.shape[1] > max_len:
         start = (wave.shape[1] - max_len) // 2
         wave = wave[:, start : start + max_len]
-    x = torch.from_numpy(np.asarray(wave, dtype=np.float64))
+    x = torch.from_numpy(resample_16k(np.asarray(wave[:2], dtype=np.float64), rate))
     if x.shape[0] == 1:
         x = x.expand(2, -1)
-    x = x[:2]
-    if rate != SAMPLE_RATE:
-        x = AF.resample(x, rate, SAMPLE_RATE)
     return torch.stack([x[0], (x[0] + x[1]) / 2, x[1]])
+
+
+def resample_16k(x: np.ndarray, rate: int) -> np.ndarray:
+    """float64 [C, N] at `rate` -> [C, ceil(N·16000/rate)] at 16 kHz, as the authors' librosa 0.9.2
+    `resample(y, rate, 16000)`: resampy's kaiser_best along the last axis, then `fix_length` (zero-pad or trim
+    at the end). Any rate but 16 kHz goes through it, upsampling too.
+    """
+    if rate == SAMPLE_RATE:
+        return x
+    size = int(np.ceil(x.shape[-1] * SAMPLE_RATE / rate))
+    if int(x.shape[-1] * float(SAMPLE_RATE) / float(rate)) < 1:
+        # resampy refuses an empty output (librosa raised); a couple of samples above 16 kHz become zeros
+        return np.zeros((*x.shape[:-1], size), dtype=x.dtype)
+    import resampy  # imports numba; the first call in a process JIT-compiles the loop (~1-2 s)
+
+    y = resampy.resample(x, rate, SAMPLE_RATE, filter="kaiser_best", axis=-1)
+    if y.shape[-1] >= size:
+        return y[..., :size]
+    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, size - y.shape[-1])])
 
 
 @functools.lru_cache(maxsize=4)

@@ -44,6 +44,7 @@ class Preprocessing:
     top_db: float = audio_fe.TOP_DB
     max_seconds: float = audio_fe.MAX_SECONDS
     stft_pad_mode: str = "constant"  # librosa 0.9 zeros (spec §3); "reflect" reproduces librosa 0.8
+    resampler: str = audio_fe.RESAMPLER  # caches made with torchaudio's resampler (no such field) never match
     cache_format: int = CACHE_FORMAT
 
     @classmethod

@@ -10,7 +10,7 @@ import torch
 
 
 class Tokenizer:
-    """Callable: list of captions -> long [B, max_words] ([SOT] tokens [EOT] 0-padding)."""
+    """Callable: list of captions -> long [B, max_words] ([SOT] tokens [EOT] 0-padding), truncated to keep EOT."""
 
     def __init__(self, clip_name: str, max_words: int) -> None:
         import open_clip
@@ -21,8 +21,10 @@ class Tokenizer:
         self._tokenizer = open_clip.get_tokenizer(clip_name)
         self.max_words = max_words
 
-    def __call__(self, captions: list[str]) -> torch.Tensor:
-        return self._tokenizer(list(captions), context_length=self.max_words)
+    def __call__(self, captions: list[str], length: int | None = None) -> torch.Tensor:
+        """[B, length] tokens, length max_words unless given (the decoder's captions take
+        benchmark.model.decoder.caption_token_length(max_words))."""
+        return self._tokenizer(list(captions), context_length=length or self.max_words)
 
     def decode(self, ids: list[int]) -> str:
         """Token ids (without SOT/EOT) -> text; padding (id 0) is dropped."""

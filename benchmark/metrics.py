@@ -5,7 +5,8 @@ Conventions (documented in README):
 - clip -> text: each clip is a query; its rank is the best rank among its own captions (other captions of the
   same clip never count against it, because the best one is ranked above them).
 - ranks are 0-based; ties are `average` (the authors' t2v_metrics: the mean of the tied positions),
-  `optimistic` or `pessimistic`. R@K = % of queries with rank < K; MdR = median + 1; MnR = mean + 1.
+  `optimistic` or `pessimistic`. R@K = % of queries with rank < K, R@1 = % with rank exactly 0 (a tied first
+  place is not a hit, as the authors count it); MdR = median + 1; MnR = mean + 1.
 - missing items (the `miss` policy): a clip that lacks a modality can never be retrieved, and a query whose
   clip lacks it gets the worst rank, so it counts as a miss.
 - post-processing (off by default, recorded when on): dual softmax (CAMoE) re-weights each score by a softmax
@@ -83,11 +84,18 @@ def rank_metrics(ranks: torch.Tensor, prefix: str) -> dict[str, float]:
 
 def _recalls_and_ranks(ranks: torch.Tensor) -> dict[str, torch.Tensor]:
     """Metrics over the last dimension of `ranks` (any leading batch shape), as tensors."""
-    out = {f"R{k}": 100.0 * (ranks < k).double().mean(-1) for k in RECALL_AT}
+    out = {f"R{k}": 100.0 * _hits(ranks, k).double().mean(-1) for k in RECALL_AT}
     ordered, n = ranks.double().sort(dim=-1).values, ranks.shape[-1]
     out["MdR"] = (ordered[..., (n - 1) // 2] + ordered[..., n // 2]) / 2 + 1  # np.median: mean of the middle two
     out["MnR"] = ranks.double().mean(-1) + 1
     return out
+
+
+def _hits(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """R@K hits: rank < K, except R@1, which counts only rank exactly 0, as the authors' metric does
+    (`np.sum(cols == 0)`, spec §10.1): a first place tied with another candidate (rank 0.5 under average ties)
+    is not a hit. Under optimistic and pessimistic ties ranks are whole numbers and both rules agree."""
+    return ranks == 0 if k == 1 else ranks < k
 
 
 def bootstrap_ci(ranks: torch.Tensor, prefix: str, resamples: int = 1000, seed: int = 0, level: float = 0.95,

@@ -96,3 +96,16 @@ def test_paired_bootstrap_of_identical_runs_is_zero_and_of_a_better_run_is_posit
     better = torch.where(torch.rand(500, generator=g) < 0.3, torch.zeros(500, dtype=torch.float64), base)
     low, high = bootstrap_ci(better, "t2v", 500, baseline=base)["t2v/R1"]
     assert 0 < low < high
+
+
+def test_a_tied_first_place_is_not_an_r1_hit():
+    """The authors' R@1 counts rank exactly 0 (spec §10.1): a first place shared with another clip (average
+    rank 0.5) is a miss for R@1 and a hit for R@5, under every tie rule alike."""
+    sim = torch.tensor([[0.8, 0.8, 0.1],   # caption 0: its clip ties with clip 1 for first -> rank 0.5
+                        [0.1, 0.9, 0.2],   # caption 1: alone in first place -> rank 0
+                        [0.3, 0.2, 0.7]])  # caption 2: rank 0
+    gt = torch.tensor([0, 1, 2])
+    metrics = rank_metrics(text_to_clip_ranks(sim, gt), "t2v")
+    assert metrics["t2v/R1"] == pytest.approx(200 / 3) and metrics["t2v/R5"] == 100.0
+    assert rank_metrics(text_to_clip_ranks(sim, gt, "optimistic"), "t2v")["t2v/R1"] == 100.0
+    assert rank_metrics(text_to_clip_ranks(sim, gt, "pessimistic"), "t2v")["t2v/R1"] == pytest.approx(200 / 3)

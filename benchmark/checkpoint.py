@@ -15,6 +15,8 @@ class Checkpointer:
     """`<dir>/step-00000042.pt` files; `best.json` names the best one when scores are given."""
 
     def __init__(self, directory: Path, keep_last: int = 2, extra: dict[str, Any] | None = None) -> None:
+        if keep_last < 1:  # 0 would delete the checkpoint just written, the one --resume needs
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.dir = Path(directory)
         self.keep_last = keep_last
         self.extra = extra or {}  # stored in every checkpoint: config, fingerprint
@@ -50,7 +52,7 @@ class Checkpointer:
         return target
 
     def _prune(self) -> None:
-        keep = set(self.steps()[-self.keep_last :]) if self.keep_last else set()
+        keep = set(self.steps()[-self.keep_last :])
         best = self.best()
         for step in self.steps():
             if step not in keep and self.path(step) != best:

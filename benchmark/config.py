@@ -49,7 +49,8 @@ class DataConfig:
     max_words: int = 32  # text tokens incl. SOT/EOT (spec §5)
     max_frames: int = 12  # frames at 1 fps, uniformly subsampled beyond this (spec §4)
     max_audio_segments: int = 16  # 224-frame log-mel segments, centred window (spec §3)
-    missing_audio: Literal["zero", "drop", "miss"] = "zero"  # architecture.md missing-audio policy
+    # architecture.md missing-audio policy (task): `zero` for tasks with video, `miss` for audio-only ones
+    missing_audio: Literal["zero", "drop", "miss"] | None = None
     limit: int | None = None  # use only the first N clips of each split (lm-eval --limit)
     val_fraction: float = 0.05  # training clips held out for model selection when a task has no val split
     workers: int = 0  # DataLoader worker processes
@@ -72,7 +73,7 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between logged training metrics
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
     eval_every: int = 0  # steps between model-selection evaluations; the best is kept and restored (0: none)
-    keep_last: int = 2  # checkpoints kept besides the best
+    keep_last: int = 2  # newest checkpoints kept besides the best (>= 1: --resume continues from the newest)
 
 
 @dataclass
@@ -295,10 +296,46 @@ def resolve_protocol(cfg: RunConfig) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
+def resolve_task_defaults(cfg: RunConfig) -> RunConfig:
+    """Fill the "(task)" switches. data.missing_audio: `miss` when the task's clips are audio only (with the
+    modalities restriction applied), `zero` otherwise. Under `zero`, an audio-only clip without audio would be
+    an all-zero feature with similarity 0 to every caption, outranking every real clip scored below 0."""
+    if cfg.data.missing_audio is not None:
+        return cfg
+    audio_only = False
+    if cfg.task is not None:
+        from benchmark.registry import load_tasks
+
+        modalities = set(load_tasks().get(cfg.task).spec.modalities)
+        audio_only = "video" not in (modalities & set(cfg.modalities) if cfg.modalities else modalities)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_audio="miss" if audio_only else "zero"))
+
+
+# Ranges checked when a config is built, before any data is read: key (a `train.` key stands for pretrain.
+# and finetune.) -> (lowest allowed, why).
+AT_LEAST: dict[str, tuple[int, str]] = {
+    "train.keep_last": (1, "--resume continues from the newest checkpoint"),
+    "train.grad_accum": (1, "micro-batches per optimizer step"),
+}
+
+
+def check_ranges(cfg: RunConfig) -> RunConfig:
+    """`cfg` unchanged, or a one-line UserError naming the key, its value and the allowed range."""
+    flat = flatten(to_dict(cfg))
+    for pattern, (low, why) in AT_LEAST.items():
+        section, name = pattern.split(".")
+        for key in ([f"{stage}.{name}" for stage in ("pretrain", "finetune")] if section == "train" else [pattern]):
+            value = flat[key]
+            if value is not None and value < low:
+                raise UserError(f"config key '{key}' must be >= {low} ({why}), got {value!r}")
+    return cfg
+
+
 def load_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Defaults <- `base` mapping (e.g. a YAML file) <- dotted overrides, type-checked and protocol-resolved."""
+    """Defaults <- `base` mapping (e.g. a YAML file) <- dotted overrides, type-checked, range-checked and
+    resolved: every "(protocol)" and "(task)" switch concrete."""
     data: dict[str, Any] = {}
     merge(data, base or {})
     for text in overrides:
         merge(data, parse_override(text))
-    return resolve_protocol(from_dict(RunConfig, data))
+    return check_ranges(resolve_task_defaults(resolve_protocol(from_dict(RunConfig, data))))

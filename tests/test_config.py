@@ -72,3 +72,20 @@ def test_parse_override_reads_yaml_scalars():
 def test_yaml_off_means_the_off_mode():
     assert load_config({"model": {"type_token": False}}).model.type_token == "off"  # `type_token: off` in YAML
     assert load_config({}, ["model.type_token=off"]).model.type_token == "off"
+
+
+@pytest.mark.parametrize(("overrides", "policy"), [
+    (["task=audiocaps_retrieval"], "miss"),  # audio-only clips: a clip without audio is never retrieved
+    (["task=audiocaps_caption"], "miss"),
+    (["task=msrvtt_retrieval", "modalities=[text, audio]"], "miss"),  # audio-only by restriction
+    (["task=msrvtt_retrieval"], "zero"),  # video stands in for the missing audio (spec §14)
+    ([], "zero"),
+    (["task=audiocaps_retrieval", "data.missing_audio=drop"], "drop"),  # an explicit policy wins
+])
+def test_missing_audio_policy_defaults_by_task(overrides, policy):
+    assert load_config({}, overrides).data.missing_audio == policy
+
+
+@pytest.mark.parametrize("key", ["finetune.keep_last", "pretrain.keep_last", "finetune.grad_accum"])
+def test_values_below_their_range_are_one_line_errors(key):
+    one_line_error(lambda: load_config({}, [f"{key}=0"]), f"config key '{key}' must be >= 1", "got 0")

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.config import DataConfig
+from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
@@ -158,26 +159,36 @@ def epoch_indices(n: int, seed: int, epoch: int) -> list[int]:
 
 
 class MixedCorpus(Dataset):
-    """Pre-training corpora mixed by weight (spec §7.1 [R]: explicit ratio sampling).
+    """The pre-training corpora as one dataset whose epochs differ (spec §7.1).
 
-    Each epoch has `length` items, a share weight_k / sum(weights) from corpus k, read in a per-epoch
-    permutation of that corpus, cycled when it is shorter than its share. Deterministic for (seed, epoch).
-    The released code's mix is weights [1, 1] with length twice the first corpus (spec §7.1).
+    Without weights, every item of every corpus once per epoch. With weights (spec §7.1 [R]: explicit ratio
+    sampling), each epoch has `length` items, a share weight_k / sum(weights) from corpus k, read in a
+    per-epoch permutation of that corpus, cycled when it is shorter than its share. Either way `set_epoch`
+    reaches every corpus, so the SpecAugment view of the intra-modal loss changes every epoch and is the same
+    again on resume. Deterministic for (seed, epoch). The released code's mix is weights [1, 1] with length
+    twice the first corpus (spec §7.1).
     """
 
-    def __init__(self, parts: list[Dataset], weights: list[float], length: int, seed: int) -> None:
-        if len(weights) != len(parts) or any(w < 0 for w in weights) or not sum(weights):
-            raise ValueError("one non-negative weight per corpus, not all zero")
-        self.parts, self.weights, self.length, self.seed = parts, weights, length, seed
+    def __init__(self, parts: list[Dataset], weights: list[float] | None = None, length: int | None = None,
+                 seed: int = 0) -> None:
+        if weights is not None and (len(weights) != len(parts) or any(w < 0 for w in weights) or not sum(weights)):
+            raise UserError(f"pretrain_mix must hold one non-negative weight per corpus, not all zero: got "
+                            f"{weights} for {len(parts)} corpora")
+        self.parts, self.weights, self.seed = parts, weights, seed
+        everything = sum(len(p) for p in parts)
+        self.length = (length or everything) if weights else everything
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        shares = [round(self.length * w / sum(self.weights)) for w in self.weights]
-        shares[-1] = self.length - sum(shares[:-1])
         self.index: list[tuple[int, int]] = []
-        for k, (part, share) in enumerate(zip(self.parts, shares, strict=True)):
-            order = epoch_indices(len(part), self.seed * 100 + k, epoch)  # corpus k's own order, by (seed, epoch)
-            self.index += [(k, order[i % len(order)]) for i in range(share)]
+        if self.weights is None:
+            self.index = [(k, j) for k, part in enumerate(self.parts) for j in range(len(part))]
+        else:
+            shares = [round(self.length * w / sum(self.weights)) for w in self.weights]
+            shares[-1] = self.length - sum(shares[:-1])
+            for k, (part, share) in enumerate(zip(self.parts, shares, strict=True)):
+                order = epoch_indices(len(part), self.seed * 100 + k, epoch)  # corpus k's own order, by (seed, epoch)
+                self.index += [(k, order[i % len(order)]) for i in range(share)]
         for part in self.parts:
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)

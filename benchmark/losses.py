@@ -1,7 +1,8 @@
 """Contrastive losses of CLIP4VLA (spec §6), composed from config: ablations are switches, not code paths.
 
 Each loss module maps the model's output dict to a dict of named terms. Keys ending in `_loss` are summed by
-the training loop; other keys (such as `tv_nce`, computed but not trained, spec §6.1) are only logged.
+the training loop; other keys (such as `tv_nce`, computed but not trained, spec §6.1) are only logged. Each
+module names the `objective` it asks of the model's forward pass (benchmark.model.clip4vla.OBJECTIVES).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class PretrainLoss(nn.Module):
     released-code:  L_TA + 2·L_VA (+ L_AA) + L_TT + L_VV, the released tav_nce + with_self_supervised script
     """
 
+    objective = "pretrain"
+
     def __init__(self, cfg: LossConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -84,6 +87,8 @@ class RetrievalLoss(nn.Module):
     paper: symmetric; released-code: text->candidate only (the `or 'cross_align'` bug, spec §12 item 9).
     """
 
+    objective = "retrieval"
+
     def __init__(self, cfg: LossConfig, candidate: str = "fused") -> None:
         super().__init__()
         self.cfg = cfg
@@ -102,6 +107,8 @@ class CaptionLoss(nn.Module):
     Targets after EOT are padding: ignored under `paper`; supervised under `released-code`, where the
     authors' ignore_index -1 never matches their PAD id (spec §12 item 13).
     """
+
+    objective = "caption"
 
     def __init__(self, supervise_pad: bool) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ initial model (CLIP zero-shot, or chance for random weights), after pre-training
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.utils.data import ConcatDataset
+from torch import nn
 
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer
-from benchmark.config import RunConfig, flatten, to_dict
+from benchmark.config import ModelConfig, RunConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, prepare_split
 from benchmark.errors import UserError
 from benchmark.evaluate import Scored, available, encode, generate_captions, score_directions
@@ -32,6 +33,7 @@ from benchmark.media.cache import MediaCache, Preprocessing
 from benchmark.media.text import Tokenizer
 from benchmark.metrics import bootstrap_ci, caption_scores, rank_metrics
 from benchmark.model import CLIP4VLA, build_model
+from benchmark.model.decoder import caption_token_length
 from benchmark.records import RunRecord, fingerprint, git_state, package_versions
 from benchmark.registry import load_tasks
 from benchmark.tracking import NullRun, TrackedRun, Tracker, default_uri
@@ -111,6 +113,24 @@ def cache_dir(cfg: RunConfig) -> Path:
     return Path(cfg.data.cache or Path(cfg.data.root) / "clip4vla-cache")
 
 
+def stage_model_config(cfg: RunConfig, stage: str) -> ModelConfig:
+    """The model a stage builds. Pre-training has no fusion module and no decoder (spec §2.5: neither is used
+    nor trained there), so a pre-training run, its checkpoint and what starts from it never depend on
+    model.fusion or model.decoder (which its run key leaves out)."""
+    if stage == "pretrain":
+        return dataclasses.replace(cfg.model, fusion="feat_avg", decoder=False)
+    return cfg.model
+
+
+def stage_loss(cfg: RunConfig, stage: str, task_kind: str | None = None, modalities=()) -> nn.Module:
+    """The loss a training stage minimises (spec §6): pre-training's, or the fine-tuning loss of the task."""
+    if stage == "pretrain":
+        return PretrainLoss(cfg.loss)
+    if task_kind == "caption":
+        return CaptionLoss(cfg.model.supervise_pad)
+    return RetrievalLoss(cfg.loss, candidate_of(tuple(modalities)))
+
+
 def check_tasks(cfg: RunConfig, needs_task: bool = True, needs_corpus: bool = False) -> None:
     """Fail early, with the closest name, when the config names an unknown task or corpus, or lacks one."""
     tasks = load_tasks()
@@ -158,16 +178,17 @@ class Reproduction:
         }
 
     # -- data ---------------------------------------------------------------------------------------------
-    def prepare(self, task: object, split: str, exclude: set[str] | None = None, label: str | None = None
-                ) -> Prepared:
-        """Load and decode a split once (rank 0 decodes, the others wait and read the cache)."""
-        key = (task.spec.name, split, tuple(sorted(exclude or ())))
+    def prepare(self, task: object, split: str, exclude: set[str] | None = None, label: str | None = None,
+                policy: str | None = None) -> Prepared:
+        """Load and decode a split once (rank 0 decodes, the others wait and read the cache). `policy` overrides
+        data.missing_audio (pre-training corpora keep every clip: their audio terms skip clips without audio)."""
+        policy = "drop" if split in task.spec.audio_only_splits else policy or self.cfg.data.missing_audio
+        key = (task.spec.name, split, tuple(sorted(exclude or ())), policy)
         if key in self.prepared:  # e.g. a task's train split that is also the pre-training corpus
             return self.prepared[key]
         root = Path(self.cfg.data.root) / task.spec.data_dir
         clips = task.load(root, split, self.cfg.data.limit, self.cfg.data.audio_template)
         clips = [c for c in clips if c.id not in (exclude or set())]
-        policy = "drop" if split in task.spec.audio_only_splits else self.cfg.data.missing_audio
         if self.rank == 0:
             prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
         distributed.barrier()
@@ -176,7 +197,9 @@ class Reproduction:
             self.tensors = ClipTensors(self.cache, self.cfg.data, use_audio="audio" in self.modalities)
             prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
         captions = [text for _, text in prepared.captions]
-        tokens = self.tokenizer(captions) if captions else torch.zeros(0, self.cfg.data.max_words, dtype=torch.long)
+        length = self.cfg.data.max_words  # the caption decoder keeps max_words - 1 words (spec §6.4)
+        length = caption_token_length(length) if task.spec.kind == "caption" else length
+        tokens = self.tokenizer(captions, length) if captions else torch.zeros(0, length, dtype=torch.long)
         c = prepared.counts
         self.progress.say(
             f"  {task.spec.name}/{label or split}: {c['clips_used']} of {c['clips_listed']} clips used, "
@@ -219,19 +242,16 @@ class Reproduction:
         """Prepare, build, then the stages asked for, with evaluations before, between and after them."""
         scoring = "finetune" in stages or "evaluate" in stages
         check_tasks(self.cfg, needs_task=scoring, needs_corpus=stages == ("pretrain",))
-        torch.manual_seed(self.cfg.seed)
         with self.progress.stage("prepare data"):
-            corpus = [self.prepare(t, t.spec.train_split) for t in self.corpus] if "pretrain" in stages else []
+            corpus = [self.prepare(t, t.spec.train_split, policy="zero") for t in self.corpus] \
+                if "pretrain" in stages else []
             if "finetune" in stages:
                 train_set, selection = self.selection_split()
             if scoring:
                 test_set = self.prepare(self.task, self.task.spec.test_split)
         if self.task is not None and self.task.spec.kind == "caption" and not self.cfg.model.decoder:
             self.cfg.model.decoder = True  # captioning needs the decoder; the recorded config says so
-        with self.progress.stage(f"build model {self.cfg.model.clip_name} (weights: {self.cfg.model.pretrained})"):
-            model = build_model(self.cfg.model).to(self.device)
-            if self.cfg.model.init:
-                self.load_init(model, Path(self.cfg.model.init))
+        model = self.build("finetune", self.cfg.model.init) if scoring else None
         if "evaluate" in stages:  # a checkpoint (model.init) or the CLIP weights, zero-shot
             self.evaluate(model, test_set, "evaluated")
         if "finetune" in stages:
@@ -239,45 +259,55 @@ class Reproduction:
         if corpus and "audio" not in self.modalities:
             self.progress.say("  no pre-training: its losses pair text and video with audio, which is switched off")
         elif corpus and self.cfg.pretrain.max_steps != 0:
-            self.pretrain(model, corpus)
-            if "finetune" in stages:
+            model = None  # the initial model is scored; pre-training builds its own
+            pretrained = self.pretrain(corpus)
+            if "finetune" in stages:  # as a sweep's fine-tune run started from the pre-training checkpoint
+                model = self.build("finetune", pretrained.state_dict())
                 self.evaluate(model, test_set, "pretrained")
         if "finetune" in stages and self.cfg.finetune.max_steps != 0:
             self.finetune(model, train_set, selection)
             self.evaluate(model, test_set, "finetuned")
         return self.records
 
-    def load_init(self, model: CLIP4VLA, path: Path) -> None:
-        """Start from a CLIP4VLA checkpoint (e.g. pre-training); modules it lacks keep their own init, and
-        which ones is said (spec §12 item 21c: the cross transformer stays initialised from CLIP text layers)."""
-        if path.is_dir():  # a stage's checkpoint folder: its best checkpoint, else its newest
-            folder = Checkpointer(path)
-            path = folder.best() or folder.latest() or path
-        if not path.is_file():
-            raise UserError(f"model.init checkpoint not found: {path}")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+    def build(self, stage: str, init: str | Path | dict | None) -> CLIP4VLA:
+        """The model `stage` trains or scores, seeded by the run's seed, so equal configs give equal models in
+        one process and across a sweep's runs; started from `init` (a checkpoint or a state dict) when given."""
+        cfg = stage_model_config(self.cfg, stage)
+        with self.progress.stage(f"build model {cfg.clip_name} (weights: {cfg.pretrained})"):
+            torch.manual_seed(self.cfg.seed)
+            model = build_model(cfg).to(self.device)
+            if init is not None:
+                self.load_init(model, init)
+        return model
+
+    def load_init(self, model: CLIP4VLA, source: str | Path | dict) -> None:
+        """Start from a CLIP4VLA checkpoint (e.g. pre-training) or state dict; modules it lacks keep their own
+        init, and which ones is said (spec §12 item 21c: the cross transformer stays initialised from CLIP text
+        layers)."""
+        if isinstance(source, dict):
+            state, where = source, "the pre-trained model"
+        else:
+            path = Path(source)
+            if path.is_dir():  # a stage's checkpoint folder: its best checkpoint, else its newest
+                folder = Checkpointer(path)
+                path = folder.best() or folder.latest() or path
+            if not path.is_file():
+                raise UserError(f"model.init checkpoint not found: {path}")
+            state, where = torch.load(path, map_location=self.device, weights_only=True), path
         missing, unexpected = model.load_state_dict(state.get("model", state), strict=False)
         if unexpected:
-            raise UserError(f"model.init {path} does not fit this model: unexpected keys such as {unexpected[0]}")
+            raise UserError(f"model.init {where} does not fit this model: unexpected keys such as {unexpected[0]}")
         kept = sorted({k.split(".")[0] for k in missing})
-        self.progress.say(f"  initialised from {path}" + (f"; kept own init for: {', '.join(kept)}" if kept else ""))
+        self.progress.say(f"  initialised from {where}" + (f"; kept own init for: {', '.join(kept)}" if kept else ""))
 
-    def pretrain(self, model: CLIP4VLA, corpus: list[Prepared]) -> None:
+    def pretrain(self, corpus: list[Prepared]) -> CLIP4VLA:
+        """Pre-train a model built for pre-training (no fusion module, no decoder) and return it."""
+        model = self.build("pretrain", self.cfg.model.init)
         pairs = [CaptionPairs(p.split, self.tensors, p.tokens, augment=self.cfg.loss.intra_modal, seed=self.cfg.seed)
                  for p in corpus]
-        mode = model.audio.mode
-        if mode != "off":
-            model.audio.mode = "index"  # pre-training picks the row by corpus: 0 verbal, 1 non-verbal (spec §2.3)
-        try:
-            data = ConcatDataset(pairs)
-            if self.cfg.pretrain_mix:
-                if len(self.cfg.pretrain_mix) != len(pairs):
-                    raise UserError(f"pretrain_mix has {len(self.cfg.pretrain_mix)} weights for {len(pairs)} corpora")
-                data = MixedCorpus(pairs, self.cfg.pretrain_mix, self.cfg.pretrain_epoch_size or len(data),
-                                   self.cfg.seed)
-            self.train_stage("pretrain", model, data, PretrainLoss(self.cfg.loss), self.cfg.pretrain, corpus)
-        finally:
-            model.audio.mode = mode
+        data = MixedCorpus(pairs, self.cfg.pretrain_mix, self.cfg.pretrain_epoch_size, self.cfg.seed)
+        self.train_stage("pretrain", model, data, stage_loss(self.cfg, "pretrain"), self.cfg.pretrain, corpus)
+        return model
 
     def finetune(self, model: CLIP4VLA, data: Prepared, selection: Prepared) -> None:
         """Retrieval: the contrastive fine-tuning loss; captioning: the decoder's token cross-entropy (spec §6.4).
@@ -286,10 +316,6 @@ class Reproduction:
         spec = data.task.spec
         main = self.main_score()
         captioning = spec.kind == "caption"
-        if captioning:
-            loss = CaptionLoss(self.cfg.model.supervise_pad)
-        else:
-            loss = RetrievalLoss(self.cfg.loss, candidate_of(tuple(self.modalities)))
 
         def select() -> float:
             """The main score on the selection split, scored exactly as the final evaluation scores it."""
@@ -298,13 +324,10 @@ class Reproduction:
             direction = main.split("/")[0]
             return rank_metrics(self.score_directions(model, selection)[direction].ranks, direction)[main]
 
-        model.objective = "caption" if captioning else "retrieval"
-        try:
-            self.train_stage(f"finetune/{spec.name}", model, pairs, loss, self.cfg.finetune, [data],
-                             select=select if self.cfg.finetune.eval_every else None,
-                             tags={"selection_split": selection.split_name})
-        finally:
-            model.objective = "retrieval"
+        self.train_stage(f"finetune/{spec.name}", model, pairs, stage_loss(self.cfg, "finetune", spec.kind,
+                                                                            self.modalities),
+                         self.cfg.finetune, [data], select=select if self.cfg.finetune.eval_every else None,
+                         tags={"selection_split": selection.split_name})
 
     def train_stage(self, name: str, model: CLIP4VLA, pairs, loss, train_cfg, data: list[Prepared], select=None,
                     tags: dict | None = None) -> None:

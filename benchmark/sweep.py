@@ -56,7 +56,7 @@ NOT_RESULT_KEYS = ("device", "tracking", "data.root", "data.cache", "data.worker
                      for key in ("log_every", "checkpoint_every", "keep_last", "grad_checkpointing")))
 UNUSED_BY_STAGE = {
     "pretrain": ("task", "finetune", "eval", "model.type_mix", "model.fusion", "model.decoder",
-                 "model.supervise_pad", "data.val_fraction", "loss.symmetric_finetune"),
+                 "model.supervise_pad", "data.val_fraction", "data.missing_audio", "loss.symmetric_finetune"),
     "finetune": ("pretrain", "pretrain_corpus", "pretrain_mix", "pretrain_epoch_size", "loss.intra_modal",
                  "loss.text_video", "loss.released_terms"),
     "evaluate": ("pretrain", "pretrain_corpus", "pretrain_mix", "pretrain_epoch_size", "finetune", "loss"),
@@ -260,8 +260,8 @@ def expand(suite: Suite, overrides: list[str] = ()) -> list[PlannedRun]:
                 data: dict[str, Any] = {}
                 for layer in (suite.base, step.config, variant.overrides):
                     merge(data, copy.deepcopy(layer))  # never alias the suite's own mappings
-                cfg = load_config(data, [f"seed={run_seed}", *overrides])
                 try:  # unknown or missing tasks and corpora fail here, before any run starts
+                    cfg = load_config(data, [f"seed={run_seed}", *overrides])
                     check_tasks(cfg, needs_task=step.stage != "pretrain", needs_corpus=step.stage == "pretrain")
                 except UserError as exc:
                     raise UserError(f"{suite.path}: step '{step.name}': {exc}") from None

@@ -48,10 +48,11 @@ def is_encoder(name: str, rule: str, cross: bool) -> bool:
     return name.startswith(("clip.", "audio.visual."))
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Encoders at lr·coef_lr with weight decay; new modules at lr without (spec §8)."""
+def param_groups(model: nn.Module, cfg: TrainConfig, objective: str = "retrieval") -> list[dict]:
+    """Encoders at lr·coef_lr with weight decay; new modules at lr without (spec §8). Which groups the authors
+    used depends on whether the objective runs the cross transformer (never in pre-training)."""
     rule = cfg.param_groups or "clean"
-    cross = getattr(model, "cross", None) is not None
+    cross = model.uses_cross(objective)
     groups: dict[tuple[bool, bool], list[torch.Tensor]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -133,18 +134,26 @@ def train(
     # The authors divide the batch by the accumulation steps (spec §7.2): the contrastive batch is the
     # micro-batch, the optimizer batch is cfg.batch_size. Each rank reads 1/world of every micro-batch.
     accum = cfg.grad_accum
+    if cfg.batch_size % accum:
+        raise UserError(f"batch_size {cfg.batch_size} is not divisible by grad_accum {accum}")
     micro_batch = cfg.batch_size // accum
     if micro_batch % world:
         raise UserError(f"batch_size / grad_accum = {micro_batch} is not divisible by the {world} processes")
-    if len(dataset) < micro_batch:
-        raise UserError(f"the training set has {len(dataset)} pairs, fewer than one batch of {micro_batch}")
     per_rank = micro_batch // world
     micro_per_epoch = len(dataset) // micro_batch
-    total = cfg.max_steps or max(micro_per_epoch // accum, 1) * cfg.epochs
+    steps_per_epoch = micro_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise UserError(f"the training set has {len(dataset)} pairs, fewer than one optimizer step reads "
+                        f"(grad_accum {accum} x micro-batch {micro_batch} = batch_size {cfg.batch_size})")
+    # Every optimizer step consumes exactly `accum` micro-batches: the micro_per_epoch % accum left over at the
+    # end of an epoch are not read (drop_last at the step level), so no gradient spills into the next epoch.
+    micro_used = steps_per_epoch * accum
+    total = cfg.max_steps or steps_per_epoch * cfg.epochs
+    objective = loss_fn.objective
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     net = distributed.wrap(model)
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda" or None
+        param_groups(model, cfg, objective), betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda" or None
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -190,8 +199,8 @@ def train(
     while at.step < total:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(at.epoch)
-        order = epoch_indices(len(dataset), seed, at.epoch)[: micro_per_epoch * micro_batch]
-        mine = [i for b in range(at.micro, micro_per_epoch)
+        order = epoch_indices(len(dataset), seed, at.epoch)[: micro_used * micro_batch]
+        mine = [i for b in range(at.micro, micro_used)
                 for i in order[b * micro_batch + rank * per_rank : b * micro_batch + (rank + 1) * per_rank]]
         # a private generator: creating the loader must not draw from the global RNG (exact resume)
         loader = DataLoader(dataset, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=workers,
@@ -200,7 +209,7 @@ def train(
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             sync = (at.micro + 1) % accum == 0
             with autocast, (nullcontext() if sync else distributed.no_sync(net)):
-                out = net(batch)
+                out = net(batch, objective=objective)
                 out = {k: distributed.all_gather(v) if k in GATHERED else v for k, v in out.items()}
                 terms = loss_fn(out)
             loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
@@ -218,12 +227,14 @@ def train(
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            model.clamp_logit_scale()  # the scale's cap is applied here, never in the forward pass (spec §2.4)
             at.step += 1
             if rank == 0 and (at.step % cfg.log_every == 0 or at.step == total):
                 metrics = {f"train/{k}": v for k, v in running.items()}
                 metrics["train/loss"] = sum(v for k, v in running.items() if k.endswith("_loss"))
                 metrics["train/grad_norm"] = float(grad_norm)
                 metrics["train/lr"] = cfg.lr * scheduler.lr_lambdas[0](at.step)
+                metrics["train/logit_scale"] = float(model.scale().detach())
                 log(metrics, at.step)
             last, running = running, {}
             if at.step >= total:

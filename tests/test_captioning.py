@@ -56,3 +56,34 @@ def test_caption_finetune_and_evaluate_end_to_end(msrvtt_small, tiny_config, tmp
     assert len(lines) == record["counts"]["clips_used"]
     assert len(json.loads(lines[0])["references"]) == 20
     assert "## Captioning" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_caption_tasks_tokenise_max_words_minus_one_words(msrvtt_small, tiny_config, tmp_path):
+    """Preparing a caption task keeps [SOT] + up to max_words - 1 words + [EOT], so the decoder's inputs and
+    targets fill the max_words caption block (the authors' count); retrieval tasks keep max_words tokens."""
+    import yaml
+
+    from benchmark.config import load_config
+    from benchmark.model.decoder import EOT, SOT, caption_inputs
+    from benchmark.pipeline import Progress, Reproduction
+
+    root, _ = msrvtt_small
+    max_words = 6
+    cfg = load_config(yaml.safe_load(tiny_config.read_text()),
+                      ["task=msrvtt_caption", f"data.root={root.parent}", f"data.max_words={max_words}"])
+    repro = Reproduction(cfg, tmp_path / "out", None, None, Progress())
+    data = repro.prepare(repro.task, repro.task.spec.train_split)
+    captions = [text for _, text in data.split.captions]
+    full = repro.tokenizer(captions, 77)
+    inputs, _, targets, _ = caption_inputs(data.tokens)
+    assert inputs.shape[1] == targets.shape[1] == max_words
+    cut = 0
+    for row, words in enumerate(full.tolist()):
+        words = words[1 : words.index(EOT)][: max_words - 1]
+        cut += len(words) == max_words - 1
+        pad = [0] * (max_words - 1 - len(words))
+        assert inputs[row].tolist() == [SOT, *words, *pad] and targets[row].tolist() == [*words, EOT, *pad]
+    assert cut  # some captions were long enough to be cut
+    retrieval = repro.tasks.get("msrvtt_retrieval")()
+    assert repro.prepare(retrieval, retrieval.spec.test_split).tokens.shape[1] == max_words

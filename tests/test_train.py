@@ -64,6 +64,44 @@ def test_the_best_checkpoint_survives_pruning(tmp_path):
     assert ckpt.steps() == [2, 4] and ckpt.best() == ckpt.path(2)
 
 
+def test_keep_last_zero_is_refused_rather_than_deleting_the_newest_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="keep_last must be >= 1"):
+        Checkpointer(tmp_path, keep_last=0)
+    ckpt = Checkpointer(tmp_path, keep_last=1)
+    ckpt.save(1, {"x": torch.tensor(1)})
+    assert ckpt.steps() == [1]
+
+
+class ViewOfEpoch:
+    """Stands in for ClipTensors: an item's augmented view is the first draw of its generator."""
+
+    def __call__(self, clip, generator):
+        return {"view": torch.rand(1, generator=generator)}
+
+
+def test_pretraining_corpora_change_the_augmented_view_every_epoch_and_on_resume_repeat_it():
+    """The pipeline serves pre-training corpora (with or without weights) through MixedCorpus, whose set_epoch
+    reaches each corpus: the SpecAugment view of L_AA differs between epochs and is the same after a resume."""
+    from benchmark.data import CaptionPairs, MixedCorpus, PreparedSplit
+    from benchmark.items import Clip
+
+    def corpora():
+        parts = [CaptionPairs(PreparedSplit([Clip(f"{k}{i}", ("a caption",), None, None) for i in range(3)]),
+                              ViewOfEpoch(), torch.zeros(3, 8, dtype=torch.long), augment=True, seed=7)
+                 for k in "ab"]
+        return MixedCorpus(parts, None, None, seed=7)
+
+    data = corpora()
+    first = [float(data[i]["view"]) for i in range(len(data))]
+    assert len(data) == 6
+    data.set_epoch(1)
+    second = [float(data[i]["view"]) for i in range(len(data))]
+    assert all(a != b for a, b in zip(first, second, strict=True))
+    resumed = corpora()
+    resumed.set_epoch(1)  # what the training loop does first after a resume in epoch 1
+    assert [float(resumed[i]["view"]) for i in range(len(resumed))] == second
+
+
 def test_pretraining_mix_follows_the_weights_and_is_deterministic():
     from benchmark.data import MixedCorpus
 

@@ -23,6 +23,10 @@ from benchmark.model.decoder import Context, LMHead, caption_inputs, teacher_for
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_LOGIT_SCALE = 100.0  # spec §2.4: similarities are 100 x cosine
+# What a loss asks of forward() (spec §6): "pretrain" (unit features, no fusion module, spec §2.5; the type token
+# picked by corpus, §2.3), "retrieval" (fine-tuning and evaluation: features fused by model.fusion), "caption"
+# (teacher-forced caption logits, §2.7).
+OBJECTIVES = ("pretrain", "retrieval", "caption")
 
 
 class AudioTower(nn.Module):
@@ -44,21 +48,23 @@ class AudioTower(nn.Module):
             self.type_embedding = nn.Parameter(torch.randn(2, width) * width**-0.5)
             self.type_position = nn.Parameter(torch.randn(width) * cfg.type_pos_init_std)
 
-    def type_tokens(self, audio_type: torch.Tensor) -> torch.Tensor | None:
-        """[N] type ids (0 verbal, 1 non-verbal) -> [N, k, width] tokens to append, or None for mode "off"."""
-        if self.mode == "off":
+    def type_tokens(self, audio_type: torch.Tensor, mode: str | None = None) -> torch.Tensor | None:
+        """[N] type ids (0 verbal, 1 non-verbal) -> [N, k, width] tokens to append, or None for mode "off".
+        `mode` overrides the configured mode (pre-training picks rows by index whatever the fine-tuning mode)."""
+        mode = mode or self.mode
+        if mode == "off":
             return None
         n = audio_type.shape[0]
-        if self.mode == "index":
+        if mode == "index":
             tokens = self.type_embedding[audio_type].unsqueeze(1)
-        elif self.mode == "mix":
+        elif mode == "mix":
             mixed = (1 - self.mix) * self.type_embedding[0] + self.mix * self.type_embedding[1]
             tokens = mixed.expand(n, 1, -1)
         else:  # "both"
             tokens = self.type_embedding.unsqueeze(0).expand(n, -1, -1)
         return tokens + self.type_position
 
-    def forward(self, segments: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
+    def forward(self, segments: torch.Tensor, audio_type: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """segments [N, 3, 224, 224], audio_type [N] -> segment embeddings [N, embed_dim] (not normalised)."""
         v = self.visual
         x = v.conv1(segments)  # [N, width, 7, 7]
@@ -66,7 +72,7 @@ class AudioTower(nn.Module):
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         x = v.patch_dropout(x)
-        extra = self.type_tokens(audio_type)
+        extra = self.type_tokens(audio_type, mode)
         if extra is not None:
             x = torch.cat([x, extra.to(x.dtype)], dim=1)
         x = v.ln_pre(x)
@@ -97,7 +103,6 @@ class CLIP4VLA(nn.Module):
         self.cross = CrossTransformer(clip, cfg.cross_layers) if cfg.fusion == "loose_seq" or cfg.decoder else None
         width, vocab = clip.token_embedding.weight.shape[1], clip.token_embedding.weight.shape[0]
         self.lm_head = LMHead(width, vocab) if cfg.decoder else None
-        self.objective = "retrieval"  # "caption": forward() returns teacher-forced caption logits instead
         # CLIP's own logit_scale is never used (spec §2.4); freezing it keeps DDP from waiting on its gradient.
         self.clip.logit_scale.requires_grad_(False)
         if not 0 < cfg.logit_scale_init <= MAX_LOGIT_SCALE:
@@ -139,20 +144,23 @@ class CLIP4VLA(nn.Module):
             out[valid] = self.clip.visual(frames[valid]).to(out.dtype)
         return out
 
-    def encode_segments(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
-        """segments [B, S, 3, 224, 224], mask [B, S], audio_type [B] -> [B, S, D], zeros at padding."""
+    def encode_segments(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor,
+                        mode: str | None = None) -> torch.Tensor:
+        """segments [B, S, 3, 224, 224], mask [B, S], audio_type [B] -> [B, S, D], zeros at padding; `mode`
+        overrides the type-token mode."""
         valid = mask.bool()
         out = segments.new_zeros(*mask.shape, self.embed_dim)
         if valid.any():
             types = audio_type.unsqueeze(1).expand_as(mask)[valid]
-            out[valid] = self.audio(segments[valid], types).to(out.dtype)
+            out[valid] = self.audio(segments[valid], types, mode).to(out.dtype)
         return out
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return pool(self.encode_frames(frames, mask), mask)
 
-    def encode_audio(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor) -> torch.Tensor:
-        return pool(self.encode_segments(segments, mask, audio_type), mask)
+    def encode_audio(self, segments: torch.Tensor, mask: torch.Tensor, audio_type: torch.Tensor,
+                     mode: str | None = None) -> torch.Tensor:
+        return pool(self.encode_segments(segments, mask, audio_type, mode), mask)
 
     def loose_seq(self, frames: torch.Tensor, frame_mask: torch.Tensor, segments: torch.Tensor,
                   audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,8 +178,26 @@ class CLIP4VLA(nn.Module):
         return torch.where(has_audio, (video + audio) / 2, video)
 
     def scale(self) -> torch.Tensor:
-        """Similarity scale: exp(logit_scale), at most 100 (open_clip clamps at ln 100 the same way)."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """Similarity scale exp(logit_scale). Not clamped here: exp(ln 100) is 100.0000076 in fp32, so a clamp
+        at 100 in the forward pass would give the learnable scale a zero gradient from the first step on; the
+        cap is applied to the parameter after each optimizer step instead (`clamp_logit_scale`, open_clip's way)."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep the scale in (0, 100] (spec §2.4); called by the training loop after every optimizer step."""
+        self.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
+
+    def type_mode(self, objective: str) -> str:
+        """The audio type-token mode an objective uses: pre-training picks the row by corpus, 0 verbal,
+        1 non-verbal (spec §2.3), whatever mode fine-tuning uses; "off" stays off."""
+        return "index" if objective == "pretrain" and self.cfg.type_token != "off" else self.cfg.type_token
+
+    def uses_cross(self, objective: str) -> bool:
+        """Whether `objective` runs the cross transformer: captioning, and retrieval with loose_seq (never
+        pre-training, spec §2.5). The released-code parameter groups depend on it (spec §8)."""
+        return self.cross is not None and (
+            objective == "caption" or (objective == "retrieval" and self.cfg.fusion == "loose_seq"))
 
     def context(self, batch: dict[str, torch.Tensor]) -> Context:
         """The caption decoder's conditioning: raw frame and segment features with their masks (spec §2.7)."""
@@ -187,14 +213,17 @@ class CLIP4VLA(nn.Module):
         logits = teacher_forced_logits(self, self.text_token_states(inputs), valid, self.context(batch))
         return {"caption_logits": logits, "caption_targets": targets, "caption_valid": target_valid}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], objective: str = "retrieval") -> dict[str, torch.Tensor]:
         """Encode what the batch holds: keys tokens / frames+frame_mask / audio+audio_mask(+audio_aug), audio_type.
 
         Returns unit features text, video, audio, fused, audio_aug (those that apply), audio_mask and scale;
-        with objective "caption", the caption_forward outputs instead.
+        with objective "caption", the caption_forward outputs instead (OBJECTIVES says what each one means).
         """
-        if self.objective == "caption":
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective '{objective}' (one of {', '.join(OBJECTIVES)})")
+        if objective == "caption":
             return self.caption_forward(batch)
+        mode = self.type_mode(objective)
         out: dict[str, torch.Tensor] = {"scale": self.scale()}
         if "tokens" in batch:
             out["text"] = self.encode_text(batch["tokens"])
@@ -202,9 +231,9 @@ class CLIP4VLA(nn.Module):
         if "frames" in batch:
             frames = self.encode_frames(batch["frames"], batch["frame_mask"])
         if "audio" in batch:
-            segments = self.encode_segments(batch["audio"], batch["audio_mask"], batch["audio_type"])
+            segments = self.encode_segments(batch["audio"], batch["audio_mask"], batch["audio_type"], mode)
             out["audio_mask"] = batch["audio_mask"]
-        if frames is not None and segments is not None and self.cfg.fusion == "loose_seq":
+        if frames is not None and segments is not None and self.uses_cross(objective):
             frames, segments = self.loose_seq(frames, batch["frame_mask"], segments, batch["audio_mask"])
         if frames is not None:
             out["video"] = pool(frames, batch["frame_mask"])
@@ -213,7 +242,7 @@ class CLIP4VLA(nn.Module):
         if frames is not None and segments is not None:
             out["fused"] = self.fuse(out["video"], out["audio"], batch["audio_mask"])
         if "audio_aug" in batch:  # the intra-modal view never goes through fusion (pre-training, spec §6.2)
-            out["audio_aug"] = self.encode_audio(batch["audio_aug"], batch["audio_mask"], batch["audio_type"])
+            out["audio_aug"] = self.encode_audio(batch["audio_aug"], batch["audio_mask"], batch["audio_type"], mode)
         return out
 
 

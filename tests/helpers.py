@@ -42,6 +42,12 @@ class ClassPairs(Dataset):
         return self.items[index]
 
 
+def class_batch(n: int = 4) -> dict[str, torch.Tensor]:
+    """The first n ClassPairs items stacked into one batch."""
+    items = [ClassPairs(n)[i] for i in range(n)]
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
 def tiny_model(seed: int = 0, *overrides: str):
     torch.manual_seed(seed)
     cfg = load_config({}, ["model.clip_name=tiny-clip4vla", "model.pretrained=null", *overrides])

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import torch
-from helpers import ClassPairs, tiny_model
+from helpers import class_batch, tiny_model
 
 from benchmark.evaluate import available
 from benchmark.losses import PretrainLoss
 
 
-def _batch(n=4):
-    items = [ClassPairs(n)[i] for i in range(n)]
-    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
-
 
 def _grads(model, cfg):
-    terms = PretrainLoss(cfg.loss)(model(_batch(), objective="pretrain"))
+    terms = PretrainLoss(cfg.loss)(model(class_batch(), objective="pretrain"))
     sum(v for k, v in terms.items() if k.endswith("_loss")).backward()
     return {n: p.grad for n, p in model.named_parameters()}, terms
 

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import ClassPairs
+from helpers import ClassPairs, class_batch
 
 from benchmark.config import load_config
 from benchmark.model import build_model
@@ -49,10 +49,6 @@ CHANGED = {
 CASES = [(stage, key) for stage, keys in UNUSED_BY_STAGE.items() for key in keys]
 
 
-def _batch(n=4):
-    items = [ClassPairs(n)[i] for i in range(n)]
-    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
-
 
 def _stage(cfg, stage):
     """What `stage` computes from `cfg` on a fixed batch: forward outputs, loss terms, weights after a step."""
@@ -60,10 +56,10 @@ def _stage(cfg, stage):
     model = build_model(stage_model_config(cfg, stage))
     if stage == "evaluate":
         with torch.no_grad():
-            return model.eval()(_batch()), {}, {}
+            return model.eval()(class_batch()), {}, {}
     spec = load_tasks().get(cfg.task).spec if stage == "finetune" else None
     loss = stage_loss(cfg, stage, spec and spec.kind, spec and spec.modalities)
-    out = model(_batch(), objective=loss.objective)
+    out = model(class_batch(), objective=loss.objective)
     terms = {k: v.detach() for k, v in loss(out).items()}
     recipe = dataclasses.replace(getattr(cfg, stage), max_steps=1, batch_size=4, warmup=0.0)
     train(model, loss, ClassPairs(8), recipe, seed=cfg.seed, log=lambda m, s: None)

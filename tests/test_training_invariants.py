@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import ClassPairs, one_line_error, tiny_model, train_config
+from helpers import ClassPairs, class_batch, one_line_error, tiny_model, train_config
 from torch import nn
 
 from benchmark.data import epoch_indices
@@ -145,16 +145,12 @@ def test_the_learnable_scale_moves_below_the_cap_and_the_fixed_one_never_does():
     model, cfg = tiny_model(0, "protocol=paper", "model.logit_scale_init=14.3")
     train(model, RetrievalLoss(cfg.loss, "fused"), ClassPairs(16), train_config("finetune.max_steps=3"), seed=0,
           log=lambda m, s: None)
-    assert abs(float(model.scale()) - 14.3) > 1e-3
+    assert abs(float(model.scale().detach()) - 14.3) > 1e-3
     fixed, cfg = tiny_model(0, "protocol=released-code")
     train(fixed, RetrievalLoss(cfg.loss, "fused"), ClassPairs(16), train_config("finetune.max_steps=2"), seed=0,
           log=lambda m, s: None)
     assert float(fixed.scale()) == pytest.approx(100.0)
 
-
-def _batch(n=4):
-    items = [ClassPairs(n)[i] for i in range(n)]
-    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
 # Parameters that an objective is meant to leave without a gradient, and why.
@@ -176,7 +172,7 @@ def test_every_trainable_parameter_gets_a_gradient(objective, overrides, loss):
     stage = "pretrain" if objective == "pretrain" else "finetune"
     torch.manual_seed(0)
     model = build_model(stage_model_config(cfg, stage)).train()
-    terms = loss(cfg)(model(_batch(), objective=objective))
+    terms = loss(cfg)(model(class_batch(), objective=objective))
     sum(v for k, v in terms.items() if k.endswith("_loss")).backward()
     silent = {n for n, p in model.named_parameters()
               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)}

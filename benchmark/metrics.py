@@ -20,6 +20,8 @@ import io
 
 import torch
 
+from benchmark.errors import UserError
+
 RECALL_AT = (1, 5, 10)
 HIGHER_IS_BETTER = {"R1": True, "R5": True, "R10": True, "MdR": False, "MnR": False}
 
@@ -46,12 +48,23 @@ def postprocess(sim: torch.Tensor, method: str, temperature: float) -> torch.Ten
     raise ValueError(f"unknown post-processing '{method}'")
 
 
+def _finite(sim: torch.Tensor) -> torch.Tensor:
+    """`sim` unchanged, or a UserError: a NaN compares unequal to itself, so `(sim == target).sum() - 1` would
+    give its query rank -0.5, an R@1 hit (a NaN model scored R@1 = 100 before this check)."""
+    bad = int((~torch.isfinite(sim)).sum())
+    if bad:
+        raise UserError(f"non-finite similarity: {bad} of {sim.numel()} scores are NaN or Inf; the model or its "
+                        "inputs are broken, and no rank can be trusted")
+    return sim
+
+
 def text_to_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average",
                        clip_valid: torch.Tensor | None = None) -> torch.Tensor:
     """sim [Q captions, N clips], caption_clip [Q] -> 0-based rank of each caption's clip, float64 [Q].
 
     `clip_valid` [N] bool: clips without the compared modality are never retrieved and their captions miss.
     """
+    sim = _finite(sim)
     if clip_valid is not None:
         sim = sim.masked_fill(~clip_valid.view(1, -1), float("-inf"))
     target = sim.gather(1, caption_clip.view(-1, 1))
@@ -66,6 +79,7 @@ def text_to_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str 
 def clip_to_text_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average",
                        clip_valid: torch.Tensor | None = None) -> torch.Tensor:
     """sim [N clips, Q captions], caption_clip [Q] -> 0-based rank of each clip's best caption, float64 [N]."""
+    sim = _finite(sim)
     own = sim[caption_clip, torch.arange(sim.shape[1])]  # each caption's score from its own clip, [Q]
     best = torch.full((sim.shape[0],), float("-inf"), dtype=sim.dtype).scatter_reduce(0, caption_clip, own, "amax")
     best = best.view(-1, 1)

@@ -21,7 +21,7 @@ from benchmark.registry import load_tasks
 
 MANIFEST_COLUMNS = ("id", "split", "has_video", "has_audio", "duration", "decodable", "bytes", "sha256",
                     "video_error", "audio_error")
-BROKEN = {"corrupt", "empty", "too_short"}
+BROKEN = {"corrupt", "empty", "too_short", "non_finite"}
 
 
 def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:

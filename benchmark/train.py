@@ -86,6 +86,7 @@ class Position:
     step: int = 0
     epoch: int = 0
     micro: int = 0  # micro-batches of `epoch` already consumed
+    skipped: int = 0  # steps whose loss was non-finite, skipped under `skip_nonfinite`
 
 
 def rng_state() -> dict:
@@ -163,8 +164,8 @@ def train(
         else nullcontext()
     )
     at = Position()
-    if resume and checkpoints is not None and checkpoints.latest() is not None:
-        state = checkpoints.load(checkpoints.latest(), map_location=device)
+    state = checkpoints.resume_state(device) if resume and checkpoints is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -195,7 +196,7 @@ def train(
         return score
 
     model.train()
-    start, running, last = time.perf_counter(), {}, {}
+    start, running, last, step_broken = time.perf_counter(), {}, {}, False
     while at.step < total:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(at.epoch)
@@ -216,10 +217,25 @@ def train(
             # all_gather's backward sums every rank's gradient into the local slice and DDP then averages over
             # ranks, so the update is exactly d(global loss)/dθ (the authors' op gives 1/world of it, spec §8)
             scaler.scale(loss / accum).backward()
-            for key, value in terms.items():
-                running[key] = running.get(key, 0.0) + value.item() / accum
+            values = {key: value.item() for key, value in terms.items()}
+            broken = {key: v for key, v in values.items() if not math.isfinite(v)}
+            if broken and not cfg.skip_nonfinite:
+                raise UserError(f"non-finite loss at step {at.step + 1} (epoch {at.epoch}, micro-batch "
+                                f"{at.micro % accum + 1} of {accum}): "
+                                + ", ".join(f"{k} = {v}" for k, v in broken.items())
+                                + "; training stopped (skip such steps with <stage>.skip_nonfinite=true)")
+            step_broken = step_broken or bool(broken)
+            for key, value in values.items():
+                running[key] = running.get(key, 0.0) + value / accum
             at.micro += 1
             if not sync:
+                continue
+            if step_broken:  # skip_nonfinite: no update from this step's gradients; the step is counted
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                at.step, at.skipped, step_broken, running = at.step + 1, at.skipped + 1, False, {}
+                if at.step >= total:
+                    break
                 continue
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -235,6 +251,7 @@ def train(
                 metrics["train/grad_norm"] = float(grad_norm)
                 metrics["train/lr"] = cfg.lr * scheduler.lr_lambdas[0](at.step)
                 metrics["train/logit_scale"] = float(model.scale().detach())
+                metrics["train/skipped_steps"] = float(at.skipped)
                 log(metrics, at.step)
             last, running = running, {}
             if at.step >= total:
@@ -253,7 +270,7 @@ def train(
         model.load_state_dict(checkpoints.load(best, map_location=device)["model"])
     seconds = time.perf_counter() - start
     summary = {f"final/{k}": v for k, v in last.items()}
-    summary.update({"steps": at.step, "seconds": seconds,
+    summary.update({"steps": at.step, "skipped_steps": at.skipped, "seconds": seconds,
                     "samples_per_second": at.step * cfg.batch_size / max(seconds, 1e-9)})
     return summary
 

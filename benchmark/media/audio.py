@@ -52,18 +52,21 @@ def read_file(path: Path) -> tuple[np.ndarray, int]:
         wave = data.T
     else:
         wave, rate = _read_container_audio(path)
+    if not np.isfinite(wave).all():  # float WAVs can hold NaN/Inf: one such clip turns every weight NaN
+        raise MediaError(path, "non_finite", f"{int((~np.isfinite(wave)).sum())} NaN or Inf samples")
     return wave, int(rate)
 
 
 def cut_waveform(wave: np.ndarray, rate: int, path: Path, start: float | None = None, end: float | None = None
                  ) -> tuple[np.ndarray, int]:
     """The [rate·floor(start), rate·ceil(end)) samples of a whole waveform read by `read_file` (spec §3 step 1);
-    an empty cut is MediaError too_short."""
+    a cut shorter than one STFT window (32 ms) is MediaError too_short: it holds no full frame of sound."""
     if start is not None or end is not None:
         first = int(rate * math.floor(start or 0))
         wave = wave[:, first : int(rate * math.ceil(end)) if end is not None else None]
-    if wave.shape[1] == 0:
-        raise MediaError(path, "too_short", "no samples")
+    window = math.ceil(rate * N_FFT / SAMPLE_RATE)
+    if wave.shape[1] < window:
+        raise MediaError(path, "too_short", f"{wave.shape[1]} samples, fewer than one {window}-sample window")
     return np.ascontiguousarray(wave), int(rate)
 
 

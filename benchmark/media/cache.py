@@ -26,7 +26,8 @@ from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
 from benchmark.media.errors import MediaError
 
-CACHE_FORMAT = 1
+# 2: non-finite and shorter-than-one-window audio are media failures (issue 12), no longer cached as audio
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -8,5 +8,5 @@ class MediaError(Exception):
 
     def __init__(self, path: object, reason: str, detail: str = "") -> None:
         self.path = str(path)
-        self.reason = reason  # one of: missing, empty, corrupt, no_stream, too_short
+        self.reason = reason  # one of: missing, empty, corrupt, no_stream, too_short, non_finite
         super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))

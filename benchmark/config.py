@@ -9,6 +9,7 @@ resolved config, with every switch concrete, is what each run records.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
     eval_every: int = 0  # steps between model-selection evaluations; the best is kept and restored (0: none)
     keep_last: int = 2  # newest checkpoints kept besides the best (>= 1: --resume continues from the newest)
+    skip_nonfinite: bool = False  # a non-finite loss skips its step (counted) instead of stopping the run
 
 
 @dataclass
@@ -213,6 +215,8 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
             value = float(value)  # YAML 1.1 reads "1e-5" (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # YAML reads .nan and .inf as floats: a NaN lr trains NaN weights
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -311,24 +315,105 @@ def resolve_task_defaults(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_audio="miss" if audio_only else "zero"))
 
 
-# Ranges checked when a config is built, before any data is read: key (a `train.` key stands for pretrain.
-# and finetune.) -> (lowest allowed, why).
-AT_LEAST: dict[str, tuple[int, str]] = {
-    "train.keep_last": (1, "--resume continues from the newest checkpoint"),
-    "train.grad_accum": (1, "micro-batches per optimizer step"),
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric key: `low` <= value (< when `open_low`) and value <= `high`."""
+
+    low: float | None
+    high: float | None = None
+    why: str = ""
+    open_low: bool = False
+
+    def allows(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is not None:
+            return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
+        return f"{'>' if self.open_low else '>='} {self.low:g}"
+
+
+# Checked when a config is built, before any data is read. A `train.` key stands for pretrain. and finetune.
+RANGES: dict[str, Range] = {
+    "train.epochs": Range(1, why="passes over the training data"),
+    "train.max_steps": Range(0, why="optimizer steps; 0 skips the stage"),
+    "train.batch_size": Range(1, why="samples per optimizer step"),
+    "train.grad_accum": Range(1, why="micro-batches per optimizer step"),
+    "train.lr": Range(0, why="learning rate"),
+    "train.coef_lr": Range(0, why="encoder learning-rate factor"),
+    "train.weight_decay": Range(0, why="AdamW weight decay"),
+    "train.warmup": Range(0, 1, why="fraction of the steps"),
+    "train.grad_clip": Range(0, why="a clip at 0 zeroes every gradient", open_low=True),
+    "train.log_every": Range(1, why="optimizer steps between logged metrics"),
+    "train.checkpoint_every": Range(0, why="0: only at the end"),
+    "train.eval_every": Range(0, why="0: no model selection"),
+    "train.keep_last": Range(1, why="--resume continues from the newest checkpoint"),
+    "data.max_words": Range(3, 77, why="SOT + at least one word + EOT, within CLIP's 77 positions"),
+    "data.max_frames": Range(1, why="frames per clip"),
+    "data.max_audio_segments": Range(1, why="log-mel segments per clip"),
+    "data.limit": Range(1, why="clips per split; null uses all"),
+    "data.val_fraction": Range(0, 1, why="share of the training clips held out"),
+    "data.workers": Range(0, why="DataLoader worker processes"),
+    "model.type_mix": Range(0, 1, why="c in (1-c)·e0 + c·e1"),
+    "model.type_pos_init_std": Range(0, why="std of the type token's positional row"),
+    "model.logit_scale_init": Range(0, 100, why="the scale is capped at 100", open_low=True),
+    "model.cross_layers": Range(1, why="cross transformer layers"),
+    "eval.batch_size": Range(1, why="clips encoded at once"),
+    "eval.postprocess_temperature": Range(0, why="softmax temperature", open_low=True),
+    "eval.bootstrap": Range(0, why="resamples; 0: no intervals"),
+    "eval.beam": Range(1, why="beam size; 1 is greedy"),
+    "pretrain_epoch_size": Range(1, why="items per pre-training epoch"),
 }
+MODALITIES = ("text", "video", "audio")
 
 
 def check_ranges(cfg: RunConfig) -> RunConfig:
     """`cfg` unchanged, or a one-line UserError naming the key, its value and the allowed range."""
     flat = flatten(to_dict(cfg))
-    for pattern, (low, why) in AT_LEAST.items():
-        section, name = pattern.split(".")
+    for pattern, allowed in RANGES.items():
+        section, _, name = pattern.partition(".")
         for key in ([f"{stage}.{name}" for stage in ("pretrain", "finetune")] if section == "train" else [pattern]):
             value = flat[key]
-            if value is not None and value < low:
-                raise UserError(f"config key '{key}' must be >= {low} ({why}), got {value!r}")
+            if value is not None and not allowed.allows(value):
+                raise UserError(f"config key '{key}' must be {allowed} ({allowed.why}), got {value!r}")
+    for stage in ("pretrain", "finetune"):
+        recipe: TrainConfig = getattr(cfg, stage)
+        if recipe.batch_size % recipe.grad_accum:
+            raise UserError(f"config key '{stage}.grad_accum' ({recipe.grad_accum}) must divide "
+                            f"'{stage}.batch_size' ({recipe.batch_size}): each step reads grad_accum equal micro-batches")
+    _check_modalities(cfg)
+    _check_pretrain_mix(cfg)
     return cfg
+
+
+def _check_modalities(cfg: RunConfig) -> None:
+    if cfg.modalities is None:
+        return
+    unknown = [m for m in cfg.modalities if m not in MODALITIES]
+    if unknown:
+        raise UserError(f"config key 'modalities': unknown modality '{unknown[0]}'{closest(unknown[0], MODALITIES)} "
+                        f"(choose from {', '.join(MODALITIES)})")
+    if "text" not in cfg.modalities or not {"video", "audio"} & set(cfg.modalities):
+        raise UserError(f"config key 'modalities' must hold text and video and/or audio, got {cfg.modalities}")
+    if cfg.task is not None:
+        from benchmark.registry import load_tasks
+
+        task_modalities = load_tasks().get(cfg.task).spec.modalities
+        if not {"video", "audio"} & set(cfg.modalities) & set(task_modalities):
+            raise UserError(f"config key 'modalities' {cfg.modalities} leaves task {cfg.task} no clip modality "
+                            f"(it has {', '.join(task_modalities)})")
+
+
+def _check_pretrain_mix(cfg: RunConfig) -> None:
+    if cfg.pretrain_mix is None:
+        return
+    if len(cfg.pretrain_mix) != len(cfg.pretrain_corpus):
+        raise UserError(f"config key 'pretrain_mix' has {len(cfg.pretrain_mix)} weights for "
+                        f"{len(cfg.pretrain_corpus)} corpora in 'pretrain_corpus'")
+    if any(w < 0 for w in cfg.pretrain_mix) or not sum(cfg.pretrain_mix) > 0:
+        raise UserError(f"config key 'pretrain_mix' must be non-negative weights with a positive sum, "
+                        f"got {cfg.pretrain_mix}")
 
 
 def load_config(base: dict[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:

@@ -22,9 +22,9 @@ TINY = ["model.clip_name=tiny-clip4vla", "model.pretrained=null", "model.cross_l
 # cross transformer), loose_seq fine-tuning (the cross transformer runs).
 BASE = {
     "pretrain": ["protocol=released-code", "pretrain_corpus=[audioset]"],
-    "finetune": ["task=vatex_retrieval", "model.fusion=loose_seq"],
-    "evaluate": ["task=vatex_retrieval", "model.fusion=loose_seq"],
-}
+    "finetune": ["task=vatex_retrieval", "model.fusion=loose_seq", "pretrain_corpus=[audioset]"],
+    "evaluate": ["task=vatex_retrieval", "model.fusion=loose_seq", "pretrain_corpus=[audioset]"],
+}  # (a pretrain_corpus everywhere, as a suite's base gives, so that a one-weight pretrain_mix is valid)
 # One changed value for every key a stage claims not to read: a new entry in UNUSED_BY_STAGE needs one here.
 CHANGED = {
     "task": "task=audiocaps_retrieval",

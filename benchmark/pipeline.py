@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from benchmark import distributed
-from benchmark.checkpoint import Checkpointer
+from benchmark.checkpoint import Checkpointer, load_checkpoint
 from benchmark.config import ModelConfig, RunConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, prepare_split
 from benchmark.errors import UserError
@@ -293,7 +293,7 @@ class Reproduction:
                 path = folder.best() or folder.latest() or path
             if not path.is_file():
                 raise UserError(f"model.init checkpoint not found: {path}")
-            state, where = torch.load(path, map_location=self.device, weights_only=True), path
+            state, where = load_checkpoint(path, self.device), path
         missing, unexpected = model.load_state_dict(state.get("model", state), strict=False)
         if unexpected:
             raise UserError(f"model.init {where} does not fit this model: unexpected keys such as {unexpected[0]}")

@@ -56,7 +56,7 @@ def test_smoke_writes_only_into_its_output_folder(smoke_output):
         assert (out / name).is_file(), name
     assert len(list((out / "runs").iterdir())) == 3 * (1 + len(TASKS))  # pre-training + six tasks per variant
     checkpoints = _run_folder(out, "msrvtt_retrieval") / "checkpoints" / "finetune-msrvtt_retrieval"
-    assert list(checkpoints.glob("step-*.pt")) and (checkpoints / "best.json").is_file()
+    assert list(checkpoints.glob("step-*.pt")) and (checkpoints / "scores.json").is_file()
     assert "prepare data done" in proc.stderr and "finetune/msrvtt_retrieval step" in proc.stderr
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from benchmark.errors import UserError
@@ -63,6 +64,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace, stages: tuple[str, ...], extra: list[str]) -> int:
     from benchmark.config import load_config, read_yaml
+    from benchmark.output_lock import hold_folder
     from benchmark.pipeline import Progress, reproduce
 
     config = Path(args.config) if args.config else None
@@ -73,8 +75,10 @@ def _reproduce(args: argparse.Namespace, stages: tuple[str, ...], extra: list[st
     cfg = load_config(data, [*extra, *args.overrides])
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    reproduce(cfg, out, config.stem if config else "-".join(stages), Progress(), stages,
-              getattr(args, "resume", False))
+    # torchrun: rank 0 holds the folder for its whole group
+    with hold_folder(out) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        reproduce(cfg, out, config.stem if config else "-".join(stages), Progress(), stages,
+                  getattr(args, "resume", False))
     return 0
 
 
@@ -110,6 +114,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """The comparison report (md, html, tex, plots) of one experiment of a tracking store."""
+    from benchmark.output_lock import hold_folder
     from benchmark.tracking import Tracker, default_uri
     from reports.collect import write_report
 
@@ -119,8 +124,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(f"no tracking store at {uri[len('sqlite:///'):]}: give --tracking-uri (or set "
                         "MLFLOW_TRACKING_URI), or --out the folder a sweep wrote")
     tracker = Tracker(uri, args.experiment or only_experiment(uri), create=False)
-    paths = write_report(tracker, out, args.title or f"clip4vla report: {args.experiment or 'runs'}",
-                         args.reference, Path(args.baselines) if args.baselines else None)
+    with hold_folder(out, shared=True):  # next to `sweep --only` jobs, which leave the report to this verb
+        paths = write_report(tracker, out, args.title or f"clip4vla report: {args.experiment or 'runs'}",
+                             args.reference, Path(args.baselines) if args.baselines else None)
     print("\n".join(str(p) for p in paths.values()))
     return 0
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shlex
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from benchmark.errors import UserError
 from benchmark.pipeline import Progress, check_tasks, reproduce, resolve_device, say_where
 from benchmark.records import fingerprint
 from benchmark.registry import closest, load_tasks
-from benchmark.tracking import Tracker, default_uri
+from benchmark.output_lock import hold_folder
+from benchmark.tracking import RunLedger, Tracker, default_uri
 from benchmark.train import checkpoint_dir
 
 STAGES = ("pretrain", "finetune", "evaluate")
@@ -406,9 +407,7 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
     and leaves the report to `clip4vla report` (parallel jobs would race on it).
 
     Under torchrun every rank walks the same plan: rank 0 reads the store and tells the others what is done,
-    and only rank 0 logs, writes records and the report."""
-    from reports.collect import write_report
-
+    and only rank 0 logs, writes records and the report, and holds the output folder's lock."""
     suite = load_suite(path)
     runs = expand(suite, overrides)
     todo = [select(runs, only)] if only else runs
@@ -419,6 +418,19 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
         print(describe(suite, runs, done) if dry_run else emit(suite, runs, done, out, overrides))
         return None
     distributed.setup(resolve_device(runs[0].config.device))
+    with ExitStack() as locks:
+        if distributed.rank() == 0:  # one writer per folder; `--only` jobs share it, each with its own run folder
+            locks.enter_context(hold_folder(out, shared=only is not None))
+            if only:  # taken before the store is opened: a second job on this key stops at once
+                locks.enter_context(hold_folder(out / "runs" / todo[0].folder))
+        return run_plan(suite, path, todo, out, uri, experiment, progress, report=only is None)
+
+
+def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: str, experiment: str,
+             progress: Progress, report: bool) -> Path | None:
+    """The body of `run_sweep`, with the output folder held: each unfinished run, then the report."""
+    from reports.collect import write_report
+
     tracker = None
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -426,8 +438,9 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
     finished = distributed.gather_objects(finished_keys(tracker) if tracker else None)[0]
     progress.say(f"suite {suite.name}: {len(todo)} runs, {sum(r.key in finished for r in todo)} already finished; "
                  f"MLflow {uri}, experiment {experiment}")
-    sweep_run = tracker.run(f"sweep {suite.name}", tags={"suite": suite.name, "sweep.file": str(path.resolve())}) \
-        if tracker else nullcontext(None)
+    # the sweep's own run continues an interrupted sweep's; `--only` jobs each open one (they share the folder)
+    sweep_run = tracker.run(f"sweep {suite.name}", tags={"suite": suite.name, "sweep.file": str(path.resolve())},
+                            ledger=RunLedger(out) if report else None, resume=True) if tracker else nullcontext(None)
     with sweep_run as parent:
         for i, run in enumerate(todo, 1):
             if run.key in finished:
@@ -438,15 +451,17 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
                 progress.say(f"[{i}/{len(todo)}] {run.label}: finished earlier, skipped")
                 continue
             cfg = with_init(run, out, set(finished))
-            with progress.stage(f"[{i}/{len(todo)}] {run.label} (key {run.key[:10]})"):
-                reproduce(cfg, out / "runs" / run.folder, run.label, progress, (run.step.stage,), resume=True,
-                          tracker=tracker, parent=parent, tags=run.tags(suite))
+            folder = out / "runs" / run.folder  # held too: a `clip4vla run` into it would write the same files
+            with progress.stage(f"[{i}/{len(todo)}] {run.label} (key {run.key[:10]})"), \
+                    hold_folder(folder) if tracker else nullcontext():
+                reproduce(cfg, folder, run.label, progress, (run.step.stage,), resume=True, tracker=tracker,
+                          parent=parent, tags=run.tags(suite))
             finished[run.key] = {"tags": run.tags(suite)}
-        if tracker is None or only:
+        if tracker is None or not report:
             return None
         paths = write_report(tracker, out, f"clip4vla {suite.name}: reproduction report", suite.reference)
-        for report in paths.values():
-            parent.log_artifact(report)
+        for written in paths.values():
+            parent.log_artifact(written)
         for plot in sorted((out / "plots").glob("*.png")):
             parent.log_artifact(plot, "plots")
     progress.say(f"report: {', '.join(str(p) for p in paths.values())}")

@@ -7,15 +7,17 @@ MLFLOW_TRACKING_URI, when set, wins over the default.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from benchmark.errors import UserError
+from benchmark.output_lock import waiting_for
 from benchmark.registry import closest
 
 MAX_PARAM_LENGTH = 500  # long values (lists) are cut; the full config is logged as an artifact
@@ -54,13 +56,22 @@ def experiment_names(uri: str) -> list[str]:
         raise UserError(f"cannot read the tracking store {uri}: {brief(exc)}") from None
 
 
+def store_opening(uri: str):
+    """A SQLite store is created and migrated by whoever opens it first: two invocations opening a new one at
+    once left it half-migrated. They take turns (`<db>.lock`); servers do their own locking."""
+    if uri.startswith("sqlite:///"):
+        return waiting_for(Path(uri[len("sqlite:///"):] + ".lock"))
+    return nullcontext()
+
+
 class TrackedRun:
     """A started MLflow run: log metrics, params, tags and artifacts. If the store stops answering, the run
     says so once and goes on without it: results are still written locally."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, reattached: bool = False) -> None:
         self.client = client
         self.run_id = run_id
+        self.reattached = reattached  # continues a run of an earlier, interrupted invocation
         self.lost = False
 
     def _send(self, call, *args, **kwargs) -> None:
@@ -83,7 +94,15 @@ class TrackedRun:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        batch = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        values = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
+        if self.reattached:  # MLflow refuses to change a logged param: keep the first values, say what changed
+            logged = self.client.get_run(self.run_id).data.params
+            changed = sorted(k for k in values if k in logged and logged[k] != values[k])
+            if changed:
+                log.warning("resumed with %d changed settings (%s); MLflow keeps the first values, config.yaml "
+                            "holds the current ones", len(changed), ", ".join(changed[:5]))
+            values = {k: v for k, v in values.items() if k not in logged}
+        batch = [Param(k, v) for k, v in values.items()]
         for start in range(0, len(batch), 100):  # MLflow accepts at most 100 params per batch
             self._send(self.client.log_batch, self.run_id, params=batch[start : start + 100])
 
@@ -120,17 +139,17 @@ class Tracker:
         self.experiment = experiment
         self.offline = False
         try:
-            self.client = client_for(uri)
-            found = self.client.get_experiment_by_name(experiment)
-            if found is not None:
-                self.experiment_id = found.experiment_id
-            elif not create:
-                names = experiment_names(uri)
-                raise UserError(f"no experiment '{experiment}' in {uri}{closest(experiment, names)} "
-                                f"(experiments there: {', '.join(names) or 'none'})")
-            else:
-                location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            with store_opening(uri):
+                self.client = client_for(uri)
+                found = self.client.get_experiment_by_name(experiment)
+                if found is not None:
+                    self.experiment_id = found.experiment_id
+                elif not create:
+                    names = experiment_names(uri)
+                    raise UserError(f"no experiment '{experiment}' in {uri}{closest(experiment, names)} "
+                                    f"(experiments there: {', '.join(names) or 'none'})")
+                else:
+                    self.experiment_id = self._create_experiment(artifact_root)
         except UserError:
             raise
         except Exception as exc:  # unreachable server, refused connection, bad store
@@ -141,6 +160,16 @@ class Tracker:
             self.offline = True
             log.warning("MLflow server %s cannot be reached (%s); the run goes on and writes its results locally "
                         "only", uri, brief(exc))
+
+    def _create_experiment(self, artifact_root: Path | None) -> str:
+        location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=location)
+        except Exception:  # another machine created it between our lookup and now (a shared server)
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def search(self, finished_only: bool = False) -> list[dict[str, Any]]:
         """Every run of the experiment (newest first) as {run_id, name, status, start_time, parent, tags, metrics,
@@ -162,16 +191,25 @@ class Tracker:
                 return found
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        """(step, value) of one metric of one run, in step order."""
-        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+        """(step, value) of one metric of one run, in step order; of a step logged twice (by a run that was
+        killed after its last checkpoint and resumed from it), the value logged last."""
+        latest = {}
+        for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            latest[m.step] = m.value
+        return sorted(latest.items())
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Tag an existing run (e.g. a finished run that a new variant of a suite shares)."""
         TrackedRun(self.client, run_id).set_tags(tags)
 
     @contextmanager
-    def run(self, name: str, parent: TrackedRun | NullRun | None = None, tags: dict[str, Any] | None = None
-            ) -> Iterator[TrackedRun | NullRun]:
+    def run(self, name: str, parent: TrackedRun | NullRun | None = None, tags: dict[str, Any] | None = None,
+            ledger: RunLedger | None = None, resume: bool = False) -> Iterator[TrackedRun | NullRun]:
+        """A run that ends FINISHED, or FAILED when the block raises. With a `ledger` (the output folder's record
+        of its runs), `resume` reattaches to the run this name had there when it did not finish (or, inside a
+        reattached parent, whatever its status), so a killed and resumed run is one MLflow run with a whole
+        curve; without `resume`, a run the ledger shows RUNNING is marked KILLED: its process is gone, since
+        this one holds the folder's lock."""
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if isinstance(parent, TrackedRun):
             all_tags["mlflow.parentRunId"] = parent.run_id
@@ -179,16 +217,79 @@ class Tracker:
             yield NullRun()
             return
         try:
-            created = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            run = self._reattach(name, parent, ledger) if ledger and resume else None
+            if ledger and not resume:
+                self._mark_killed(ledger.run_id(name, self))
+            if run is None:
+                created = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+                run = TrackedRun(self.client, created.info.run_id)
+            else:
+                run.set_tags(all_tags)
         except Exception as exc:  # the store went away between runs
             log.warning("MLflow did not answer (%s); results are written locally only", brief(exc))
             self.offline = True
             yield NullRun()
             return
-        run = TrackedRun(self.client, created.info.run_id)
+        if ledger:
+            ledger.remember(name, run.run_id, self)
         try:
             yield run
         except BaseException:
             run._send(self.client.set_terminated, run.run_id, status="FAILED")
             raise
         run._send(self.client.set_terminated, run.run_id, status="FINISHED")
+
+    def _reattach(self, name: str, parent: TrackedRun | NullRun | None, ledger: RunLedger) -> TrackedRun | None:
+        """The ledger's run of `name`, set RUNNING again, when it may be continued (see `run`)."""
+        run_id = ledger.run_id(name, self)
+        if run_id is None:
+            return None
+        try:
+            info = self.client.get_run(run_id).info
+        except Exception:  # deleted from the store, or a store that was replaced: start a new run
+            return None
+        inside_resumed = isinstance(parent, TrackedRun) and parent.reattached
+        if info.lifecycle_stage != "active" or (info.status == "FINISHED" and not inside_resumed):
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        log.info("MLflow: continuing run %s (%s, was %s)", name, run_id, info.status)
+        return TrackedRun(self.client, run_id, reattached=True)
+
+    def _mark_killed(self, run_id: str | None) -> None:
+        if run_id is None:
+            return
+        try:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status="KILLED")
+        except Exception:  # no longer in the store: nothing is left RUNNING
+            return
+
+
+class RunLedger:
+    """`<folder>/mlflow_runs.json`: the MLflow run id of each run name an output folder has started, per store
+    and experiment, so that `--resume` (and a sweep's rerun) continues those runs instead of opening new ones."""
+
+    FILE = "mlflow_runs.json"
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / self.FILE
+
+    def _entries(self) -> dict[str, str]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):  # absent, or cut short by a kill: nothing to continue
+            return {}
+
+    @staticmethod
+    def _key(name: str, tracker: Tracker) -> str:
+        return f"{tracker.uri}|{tracker.experiment_id}|{name}"
+
+    def run_id(self, name: str, tracker: Tracker) -> str | None:
+        return self._entries().get(self._key(name, tracker))
+
+    def remember(self, name: str, run_id: str, tracker: Tracker) -> None:
+        entries = {**self._entries(), self._key(name, tracker): run_id}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        os.replace(tmp, self.path)

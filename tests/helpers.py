@@ -77,6 +77,13 @@ plan:
 """
 
 
+def one_line_stderr(capsys) -> str:
+    """What a CLI verb printed to stderr, which must be one line (its one-line error)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
 def one_line_error(call: Callable[[], object], *fragments: str) -> str:
     """Run `call`, which must raise a UserError of one line holding every fragment; returns the message."""
     with pytest.raises(UserError) as caught:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import one_line_stderr
 
 from benchmark.cli import build_parser, main
 
@@ -23,12 +24,6 @@ def test_tasks_lists_registered_tasks(capsys):
     assert "main score: t2va/R1" in out
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -39,7 +34,7 @@ def _one_line_error(capsys) -> str:
 def test_smoke_rejects_bad_input_before_any_work(tmp_path, capsys, overrides, message):
     out = tmp_path / "out"
     assert main(["smoke", "--out", str(out), *overrides]) == 2
-    line = _one_line_error(capsys)
+    line = one_line_stderr(capsys)
     assert line.startswith("clip4vla: error: ") and message in line
     assert not (out / "data").exists()  # failed before generating anything
 
@@ -47,13 +42,13 @@ def test_smoke_rejects_bad_input_before_any_work(tmp_path, capsys, overrides, me
 def test_smoke_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("keep me")
     assert main(["smoke", "--out", str(tmp_path)]) == 2
-    assert "is not a previous smoke output" in _one_line_error(capsys)
+    assert "is not a previous smoke output" in one_line_stderr(capsys)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
 def test_run_with_a_missing_config_is_one_line(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
-    assert "config file not found" in _one_line_error(capsys)
+    assert "config file not found" in one_line_stderr(capsys)
 
 
 def test_parser_has_no_hidden_verbs():
@@ -64,9 +59,9 @@ def test_parser_has_no_hidden_verbs():
 
 def test_pretrain_without_a_corpus_or_with_an_unknown_one_is_a_one_line_error(tmp_path, capsys):
     assert main(["pretrain", "--out", str(tmp_path / "p"), f"data.root={tmp_path}"]) == 2
-    assert "no pre-training corpus: set pretrain_corpus=" in _one_line_error(capsys)
+    assert "no pre-training corpus: set pretrain_corpus=" in one_line_stderr(capsys)
     assert main(["pretrain", "--out", str(tmp_path / "p"), f"data.root={tmp_path}", "pretrain_corpus=[audiosett]"]) == 2
-    assert "did you mean 'audioset'?" in _one_line_error(capsys)
+    assert "did you mean 'audioset'?" in one_line_stderr(capsys)
 
 
 def test_sweep_dry_run_prints_the_plan_without_creating_a_store(tmp_path, capsys):
@@ -83,6 +78,6 @@ def test_sweep_bad_suite_and_bad_override_are_one_line_errors(tmp_path, capsys):
     from configs import path
 
     assert main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
-    assert "config file not found" in _one_line_error(capsys)
+    assert "config file not found" in one_line_stderr(capsys)
     assert main(["sweep", str(path("smoke.yaml")), "--out", str(tmp_path), "--dry-run", "pretrain.lrr=1"]) == 2
-    assert "unknown config key 'pretrain.lrr'" in _one_line_error(capsys)
+    assert "unknown config key 'pretrain.lrr'" in one_line_stderr(capsys)

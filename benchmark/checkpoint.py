@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CorruptCheckpoint(f"checkpoint {path} is empty")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle gets a protocol warning before its one-line error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
         if reason.startswith("Unsupported global"):

@@ -36,7 +36,7 @@ from benchmark.model import CLIP4VLA, build_model
 from benchmark.model.decoder import caption_token_length
 from benchmark.records import RunRecord, fingerprint, git_state, package_versions
 from benchmark.registry import load_tasks
-from benchmark.tracking import NullRun, TrackedRun, Tracker, default_uri
+from benchmark.tracking import NullRun, RunLedger, TrackedRun, Tracker, default_uri
 from benchmark.train import checkpoint_dir, train
 from reports.run_report import write_run_report
 
@@ -428,7 +428,7 @@ class Reproduction:
         if self.rank != 0 or self.tracker is None:
             yield NullRun()
             return
-        with self.tracker.run(name, self.parent, tags) as run:
+        with self.tracker.run(name, self.parent, tags, RunLedger(self.out), self.resume) as run:
             run.log_params(flatten(to_dict(self.cfg)))
             yield run
 
@@ -476,7 +476,7 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
             tracker = Tracker(default_uri(out, cfg.tracking.uri), cfg.tracking.experiment, out / "mlartifacts")
     # role: this run stands for the whole invocation; a sweep counts a key as done only by such a run
     run_tags = {"suite": name, "protocol": cfg.protocol, **(tags or {}), "role": "plan-run"}
-    with tracker.run(name, parent, tags=run_tags) as run:
+    with tracker.run(name, parent, run_tags, RunLedger(out), resume) as run:
         out.mkdir(parents=True, exist_ok=True)
         config = out / "config.yaml"  # the resolved config: `--config` of any verb reruns exactly this
         config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -176,9 +176,14 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
     run_sweep(suite, tmp_path / "crashed", overrides, Progress())
     tracker, runs, final = _final_metrics(tmp_path / "crashed")
     assert sum(r["name"] == "pretrain" for r in runs) == 1  # finished before the crash: not run again
-    resumed = next(r for r in runs if r["name"] == "finetune/audiocaps_retrieval" and r["status"] == "FINISHED")
-    steps = [step for step, _ in tracker.history(resumed["run_id"], "train/loss")]
-    assert steps == [3, 4]  # continued from the step-2 checkpoint
+    # the resumed runs continue the crashed ones in MLflow: one run each, none left FAILED, a whole curve
+    assert [r["status"] for r in runs if r["tags"].get("sweep.step") == "ft" and r["tags"].get("role")] == ["FINISHED"]
+    assert [r["status"] for r in runs if r["name"].startswith("sweep")] == ["FINISHED"]
+    (resumed,) = [r for r in runs if r["name"] == "finetune/audiocaps_retrieval"]
+    assert resumed["status"] == "FINISHED"
+    logged = [m.step for m in tracker.client.get_metric_history(resumed["run_id"], "train/loss")]
+    assert sorted(logged) == [1, 2, 3, 3, 4]  # step 3 again: continued from the step-2 checkpoint
+    assert [step for step, _ in tracker.history(resumed["run_id"], "train/loss")] == [1, 2, 3, 4]
     _, _, straight = _final_metrics(tmp_path / "straight")
     metrics = {k: v for k, v in final[0]["metrics"].items() if "/" in k}
     assert metrics == {k: v for k, v in straight[0]["metrics"].items() if "/" in k}  # resumed == uninterrupted

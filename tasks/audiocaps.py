@@ -26,7 +26,7 @@ def load_split(root: Path, split: str, audio_template: str | None) -> list[Clip]
     templates = (audio_template,) if audio_template else TEMPLATES
     out = []
     for (youtube_id, start_time), captions in grouped.items():
-        audio = first_existing(root, templates, youtube_id=youtube_id, start_time=start_time)
+        audio = first_existing(root, templates, path, youtube_id, youtube_id=youtube_id, start_time=start_time)
         out.append(Clip(f"{youtube_id}_{start_time}", tuple(captions), None, audio))
     return out
 

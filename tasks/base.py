@@ -7,13 +7,19 @@ Readers raise one-line UserErrors that name the file and the problem.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from benchmark.errors import UserError
 from benchmark.items import Clip
+
+log = logging.getLogger(__name__)
+OFFLINE_AUDIO = "audios_16k"  # the authors' offline-extracted audio: <root>/audios_16k/<id>.wav (spec §4)
 
 
 @dataclass(frozen=True)
@@ -57,21 +63,53 @@ class Task:
         if not root.is_dir():
             raise UserError(f"dataset root not found: {root}")
         clips = self._load(root, split, audio_template)
+        if not clips:  # before any model is built: an empty split would train or score nothing
+            raise UserError(f"task {self.spec.name}: split '{split}' lists no clips under {root}")
+        ignored = irregular_offline_audio(root, clips)
+        if ignored:
+            log.warning("%d clips of %s/%s use their video's audio track: %s/<id>.wav is not a regular file "
+                        "(first: %s)", len(ignored), self.spec.name, split, OFFLINE_AUDIO, ignored[0])
         return clips[:limit] if limit else clips
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
         raise NotImplementedError
 
 
-def video_and_audio(root: Path, clip_id: str, video_dir: str = "videos") -> tuple[Path, Path]:
-    """(video, audio source) of a clip stored as <video_dir>/<id>.mp4; the audio is its own track unless
-    audios_16k/<id>.wav exists (the authors' offline extraction). A missing video stays a path so that the
-    manifest reports it."""
-    video = root / video_dir / f"{clip_id}.mp4"
-    if not video.exists() and (root / video_dir / "all" / f"{clip_id}.mp4").exists():
-        video = root / video_dir / "all" / f"{clip_id}.mp4"
-    wav = root / "audios_16k" / f"{clip_id}.wav"
-    return video, (wav if wav.exists() else video)
+def inside_root(root: Path, relative: str, source: Path, clip_id: str) -> Path:
+    """root / relative, refused (a one-line UserError naming the annotation file and the id) when it leaves root:
+    an absolute id, or '..' parts climbing out. The check is lexical, so symlinks the user made inside root (a
+    videos/ folder on another disk) keep working."""
+    if "\0" in relative:
+        raise UserError(f"{source}: id {clip_id!r} holds a NUL character")
+    if os.path.isabs(clip_id):
+        raise UserError(f"{source}: id {clip_id!r} is an absolute path (media must lie inside the dataset folder "
+                        f"{root})")
+    path = Path(os.path.normpath(root / relative))
+    if not path.is_relative_to(os.path.normpath(root)):
+        raise UserError(f"{source}: id {clip_id!r} names a file outside the dataset folder {root}: {path}")
+    return path
+
+
+def video_and_audio(root: Path, clip_id: str, source: Path, video_dir: str = "videos") -> tuple[Path, Path]:
+    """(video, audio source) of a clip listed in `source`, stored as <video_dir>/<id>.mp4; the audio is its own
+    track unless audios_16k/<id>.wav is a regular file (the authors' offline extraction). A missing video stays a
+    path so that the manifest reports it."""
+    video = inside_root(root, f"{video_dir}/{clip_id}.mp4", source, clip_id)
+    nested = inside_root(root, f"{video_dir}/all/{clip_id}.mp4", source, clip_id)
+    if not video.exists() and nested.exists():
+        video = nested
+    wav = inside_root(root, f"{OFFLINE_AUDIO}/{clip_id}.wav", source, clip_id)
+    return video, (wav if wav.is_file() else video)
+
+
+def irregular_offline_audio(root: Path, clips: list[Clip]) -> list[Path]:
+    """audios_16k/<id>.wav entries of clips that fell back to their video's track because the entry is not a
+    regular file (a folder, a FIFO, a broken link): reported, so an ignored extraction is never silent."""
+    folder = root / OFFLINE_AUDIO
+    if not folder.is_dir():
+        return []
+    stems = dict.fromkeys(c.video.stem for c in clips if c.video is not None and c.audio == c.video)
+    return [p for stem in stems if os.path.lexists(p := folder / f"{stem}.wav") and not p.is_file()]
 
 
 def clips_with_captions(root: Path, ids: list[str], captions: dict[str, list[str]], source: Path) -> list[Clip]:
@@ -79,54 +117,89 @@ def clips_with_captions(root: Path, ids: list[str], captions: dict[str, list[str
     absent = [v for v in ids if v not in captions]
     if absent:
         raise UserError(f"{source}: video '{absent[0]}' has no captions ({len(absent)} such)")
-    return [Clip(v, tuple(captions[v]), *video_and_audio(root, v)) for v in ids]
+    return [Clip(v, tuple(captions[v]), *video_and_audio(root, v, source)) for v in ids]
 
 
-def first_existing(root: Path, templates: tuple[str, ...], **fields: str) -> Path:
-    """The first template (formatted with `fields`) that exists under root, else the first one."""
+def first_existing(root: Path, templates: tuple[str, ...], source: Path, clip_id: str, **fields: str) -> Path:
+    """The first template (formatted with `fields`) that is a file under root, else the first one; a template or
+    field that leaves root is refused (`inside_root`)."""
     try:
-        paths = [root / t.format(**fields) for t in templates]
+        names = [t.format(**fields) for t in templates]
     except (KeyError, IndexError, ValueError) as exc:
         raise UserError(f"audio template {templates[0]!r}: unknown field {exc} (fields: "
                         f"{', '.join('{' + k + '}' for k in fields)})") from None
-    return next((p for p in paths if p.exists()), paths[0])
+    paths = [inside_root(root, name, source, clip_id) for name in names]
+    return next((p for p in paths if p.is_file()), paths[0])
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's contents without a byte-order mark; binary or other encodings are one-line errors."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise UserError(f"{path}: not UTF-8 text (binary: a NUL byte at offset {data.index(0)})")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+def csv_records(path: Path, **options: object) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-empty record of a CSV. None of the annotation formats has a field
+    spanning lines, so one is an error naming the line (an unbalanced quote swallows the rows after it)."""
+    reader = csv.reader(io.StringIO(read_text(path)), **options)
+    out = []
+    while True:
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return out
+        except csv.Error as exc:
+            raise UserError(f"{path}: line {line}: unreadable CSV: {exc}") from None
+        if any("\n" in f or "\r" in f for f in fields):
+            raise UserError(f"{path}: line {line}: a quoted field runs over lines {line}-{reader.line_num} "
+                            "(an unbalanced quote?)")
+        if fields:
+            out.append((line, fields))
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a CSV with a header; quoted fields may hold commas. Checks that `required` columns exist."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise UserError(f"{path}: missing column '{missing[0]}' (found: {', '.join(header) or 'no header'})")
-            rows = list(reader)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: unreadable CSV: {exc}") from exc
-    for number, row in enumerate(rows, start=2):
-        for column in required:
-            if not (row.get(column) or "").strip():
-                raise UserError(f"{path}: line {number}: empty '{column}'")
+    """Rows of a CSV with a header; quoted fields may hold commas. Checks that `required` columns exist, that every
+    row has the header's field count, and that required fields are not empty."""
+    records = csv_records(path)
+    header = records[0][1] if records else []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UserError(f"{path}: missing column '{missing[0]}' (found: {', '.join(header) or 'no header'})")
+    rows = []
+    for line, fields in records[1:]:
+        if len(fields) != len(header):
+            raise UserError(f"{path}: line {line}: {len(fields)} fields where the header has {len(header)}")
+        row = dict(zip(header, fields, strict=True))
+        empty = [c for c in required if not row[c].strip()]
+        if empty:
+            raise UserError(f"{path}: line {line}: empty '{empty[0]}'")
+        rows.append(row)
     return rows
 
 
 def read_lines(path: Path) -> list[str]:
     """Non-empty stripped lines of a text file (split id lists)."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+def is_text(value: object) -> bool:
+    """A caption: a non-blank string (annotation JSONs sometimes hold numbers or nulls)."""
+    return isinstance(value, str) and bool(value.strip())
 
 
 def unique_ids(ids: list[str], path: Path) -> list[str]:

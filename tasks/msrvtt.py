@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
-from tasks.base import Task, TaskSpec, clips_with_captions, read_csv, read_json, unique_ids, video_and_audio
+from tasks.base import Task, TaskSpec, clips_with_captions, is_text, read_csv, read_json, unique_ids, video_and_audio
 
 TRAIN_LISTS = {"train_9k": "MSRVTT_train.9k.csv", "train_7k": "MSRVTT_train.7k.csv"}
 TEST_1K_A = "MSRVTT_JSFUSION_test.csv"
@@ -30,10 +30,16 @@ def read_data_json(root: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     for number, row in enumerate(data["sentences"]):
         if not isinstance(row, dict) or "video_id" not in row or "caption" not in row:
             raise UserError(f"{path}: sentences[{number}] lacks 'video_id' or 'caption'")
-        if not str(row["caption"]).strip():
-            raise UserError(f"{path}: sentences[{number}] has an empty caption (video '{row['video_id']}')")
+        if not isinstance(row["video_id"], str):
+            raise UserError(f"{path}: sentences[{number}] has a video_id that is not a string: {row['video_id']!r}")
+        if not is_text(row["caption"]):
+            raise UserError(f"{path}: sentences[{number}] (video '{row['video_id']}') has an empty or non-string "
+                            f"caption: {row['caption']!r}")
         grouped.setdefault(row["video_id"], []).append(row["caption"])
-    splits = {v.get("video_id"): v.get("split") for v in data.get("videos", []) if isinstance(v, dict)}
+    videos = data.get("videos", [])
+    if not isinstance(videos, list):
+        raise UserError(f"{path}: 'videos' must be a list of {{video_id, split}} objects, not {type(videos).__name__}")
+    splits = {v.get("video_id"): v.get("split") for v in videos if isinstance(v, dict)}
     return grouped, splits
 
 
@@ -58,7 +64,8 @@ class MSRVTTRetrieval(Task):
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
         if split == "test_1k_a":
             ids, rows = test_1k_a_ids(root)
-            return [Clip(v, (r["sentence"],), *video_and_audio(root, v)) for v, r in zip(ids, rows, strict=True)]
+            return [Clip(v, (r["sentence"],), *video_and_audio(root, v, root / TEST_1K_A))
+                    for v, r in zip(ids, rows, strict=True)]
         path = root / TRAIN_LISTS[split]
         ids = unique_ids([r["video_id"] for r in read_csv(path, ("video_id",))], path)
         return clips_with_captions(root, ids, read_data_json(root)[0], path)

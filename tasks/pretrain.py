@@ -10,13 +10,13 @@ segmentation lets every segment be decoded once (a deliberate difference, README
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
-from tasks.base import Task, TaskSpec, first_existing, read_csv, read_json, video_and_audio
+from tasks.base import Task, TaskSpec, csv_records, first_existing, read_csv, read_json, video_and_audio
 
 MIN_SECONDS, MIN_WORDS = 10.0, 5  # spec §7.1: min_time, min_words
 VERBAL, NON_VERBAL = 0, 1
@@ -24,19 +24,16 @@ VERBAL, NON_VERBAL = 0, 1
 
 def audioset_rows(path: Path) -> list[tuple[str, float, float, list[str]]]:
     """(YTID, start, end, [mid]) of a segments CSV."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
     rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for number, row in enumerate(csv.reader(f, skipinitialspace=True), start=1):
-            if not row or row[0].startswith("#"):
-                continue
-            if len(row) != 4:
-                raise UserError(f"{path}: line {number}: expected 4 fields (YTID, start, end, labels), got {len(row)}")
-            try:
-                rows.append((row[0], float(row[1]), float(row[2]), [m for m in row[3].split(",") if m]))
-            except ValueError as exc:
-                raise UserError(f"{path}: line {number}: {exc}") from exc
+    for number, row in csv_records(path, skipinitialspace=True):
+        if row[0].startswith("#"):
+            continue
+        if len(row) != 4:
+            raise UserError(f"{path}: line {number}: expected 4 fields (YTID, start, end, labels), got {len(row)}")
+        try:
+            rows.append((row[0], float(row[1]), float(row[2]), [m for m in row[3].split(",") if m]))
+        except ValueError as exc:
+            raise UserError(f"{path}: line {number}: {exc}") from exc
     return rows
 
 
@@ -58,11 +55,12 @@ class AudioSet(Task):
             unknown = [m for m in mids if m not in names]
             if unknown:
                 raise UserError(f"{path}: label '{unknown[0]}' of '{youtube_id}' is not in class_labels_indices.csv")
-            video, track = video_and_audio(root, youtube_id)
+            video, track = video_and_audio(root, youtube_id, path)
             # a per-clip audio file (data.audio_template, default audio/<YTID>.wav) when present, else the track
-            wav = first_existing(root, (audio_template or "audio/{youtube_id}.wav",), youtube_id=youtube_id)
+            wav = first_existing(root, (audio_template or "audio/{youtube_id}.wav",), path, youtube_id,
+                                 youtube_id=youtube_id)
             text = "The sound of " + ",".join(names[m] for m in mids)
-            out.append(Clip(youtube_id, (text,), video, wav if wav.exists() else track, audio_type=NON_VERBAL))
+            out.append(Clip(youtube_id, (text,), video, wav if wav.is_file() else track, audio_type=NON_VERBAL))
         return out
 
 
@@ -87,7 +85,8 @@ class HowTo100M(Task):
     )
 
     def _load(self, root: Path, split: str, audio_template: str | None) -> list[Clip]:
-        ids = [r["video_id"] for r in read_csv(root / "HowTo100M_v1.csv", ("video_id",))]
+        listing = root / "HowTo100M_v1.csv"
+        ids = [r["video_id"] for r in read_csv(listing, ("video_id",))]
         path = root / "caption.json"
         captions = read_json(path)
         if not isinstance(captions, dict):
@@ -97,9 +96,16 @@ class HowTo100M(Task):
             asr = captions.get(video_id)
             if asr is None:
                 continue  # listed without ASR: nothing to pair (counted by `clip4vla prepare` as not listed)
-            if not all(isinstance(asr.get(k), list) for k in ("start", "end", "text")):
+            if not isinstance(asr, dict) or not all(isinstance(asr.get(k), list) for k in ("start", "end", "text")):
                 raise UserError(f"{path}: '{video_id}' lacks start/end/text lists")
-            video, audio = video_and_audio(root, video_id)
+            if not len(asr["start"]) == len(asr["end"]) == len(asr["text"]):
+                raise UserError(f"{path}: '{video_id}' has start/end/text lists of different lengths")
+            times_are_numbers = all(isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+                                    for t in asr["start"] + asr["end"])
+            if not times_are_numbers or not all(isinstance(t, str) for t in asr["text"]):
+                raise UserError(f"{path}: '{video_id}' has a start/end that is not a finite number or a text that "
+                                "is not a string")
+            video, audio = video_and_audio(root, video_id, listing)
             for k, (start, end, text) in enumerate(merge_sentences(asr["start"], asr["end"], asr["text"])):
                 out.append(Clip(f"{video_id}#{k}", (text,), video, audio, VERBAL, start, end))
         return out

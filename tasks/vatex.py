@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
-from tasks.base import Task, TaskSpec, clips_with_captions, read_json, read_lines, unique_ids
+from tasks.base import Task, TaskSpec, clips_with_captions, is_text, read_json, read_lines, unique_ids
 
 JSONS = {"train": "vatex_training_v1.0.json", "val": "vatex_validation_v1.0.json",
          "test": "vatex_public_test_english_v1.1.json"}
@@ -27,12 +27,15 @@ def english_captions(path: Path) -> dict[str, list[str]]:
         raise UserError(f"{path}: expected a JSON list of videos")
     out: dict[str, list[str]] = {}
     for number, row in enumerate(data):
-        if not isinstance(row, dict) or "videoID" not in row or not isinstance(row.get("enCap"), list):
-            raise UserError(f"{path}: entry {number} lacks 'videoID' or an 'enCap' list")
+        if not isinstance(row, dict) or not isinstance(row.get("videoID"), str) \
+                or not isinstance(row.get("enCap"), list):
+            raise UserError(f"{path}: entry {number} lacks a string 'videoID' or an 'enCap' list")
         if row["videoID"] in out:
             raise UserError(f"{path}: duplicate id '{row['videoID']}'")
-        if not row["enCap"] or any(not str(c).strip() for c in row["enCap"]):
-            raise UserError(f"{path}: entry {number} ('{row['videoID']}') has an empty caption")
+        if not row["enCap"] or not all(is_text(c) for c in row["enCap"]):
+            bad = next((c for c in row["enCap"] if not is_text(c)), "no captions")
+            raise UserError(f"{path}: entry {number} ('{row['videoID']}') has an empty or non-string caption: "
+                            f"{bad!r}")
         out[row["videoID"]] = list(row["enCap"])
     return out
 

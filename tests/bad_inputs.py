@@ -7,9 +7,11 @@ test_annotation_safety.py).
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -97,3 +99,147 @@ UNSAFE_CHECKPOINTS: dict[str, Callable[[Path], None]] = {
 
 
 # --- annotations and clip ids --------------------------------------------------------------------------------
+# Each case breaks files of a generated dataset folder (media left out); loading the split must raise a one-line
+# UserError holding every fragment (the broken file's name among them).
+Breakage = Callable[[Path], None]
+JSFUSION, AUDIOCAPS_TEST, VATEX_TRAIN = "MSRVTT_JSFUSION_test.csv", "test.csv", "vatex_training_v1.0.json"
+SEGMENTS, MSRVTT_JSON, HOWTO_ASR = "balanced_train_segments.csv", "MSRVTT_data.json", "caption.json"
+
+
+def _write(name: str, content: str | bytes) -> Breakage:
+    def write(root: Path) -> None:
+        path = root / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
+    return write
+
+
+def _append(name: str, text: str) -> Breakage:
+    return lambda root: (root / name).write_text((root / name).read_text() + text)
+
+
+def _edit_json(name: str, edit: Callable[[Any], object]) -> Breakage:
+    """Rewrite a JSON file after `edit` changed its parsed contents in place."""
+    def rewrite(root: Path) -> None:
+        data = json.loads((root / name).read_text())
+        edit(data)
+        (root / name).write_text(json.dumps(data))
+    return rewrite
+
+
+def _both(first: Breakage, second: Breakage) -> Breakage:
+    return lambda root: (first(root), second(root)) and None
+
+
+def _jsfusion(rows: str) -> Breakage:
+    return _write(JSFUSION, "key,vid_key,video_id,sentence\n" + rows)
+
+
+def _audiocaps_test(rows: str) -> Breakage:
+    return _write(AUDIOCAPS_TEST, "audiocap_id,youtube_id,start_time,caption\n" + rows)
+
+
+def _vatex_train(video_id: object, captions: list) -> Breakage:
+    return _write(VATEX_TRAIN, json.dumps([{"videoID": video_id, "enCap": captions}]))
+
+
+def _first_asr(**fields: list) -> Breakage:
+    """Replace lists of the first video's ASR in caption.json."""
+    return _edit_json(HOWTO_ASR, lambda asr: asr[next(iter(asr))].update(fields))
+
+
+_ASR = {"start": [0.0, 5.0], "end": [5.0, 11.0], "text": ["first we cut the", "onion into small pieces"]}
+_OUTSIDE = "outside the dataset folder"
+_QUOTE_OPEN = '1,a,0,"a dog\n' + "".join(f"{k},b{k},0,rain\n" for k in range(2, 25))  # 23 rows swallowed
+
+# name -> (task, split, breakage, fragments of the one-line error)
+BAD_ANNOTATIONS: dict[str, tuple[str, str, Breakage, tuple[str, ...]]] = {
+    # ids never leave the dataset folder (absolute, climbing out, NUL), in every loader and audio template
+    "id_climbs_out": ("msrvtt_retrieval", "test_1k_a", _jsfusion("r,m,../../../x,a\n"),
+                      (JSFUSION, "'../../../x'", _OUTSIDE)),
+    "absolute_id": ("msrvtt_retrieval", "test_1k_a", _jsfusion("r,m,/etc/hosts,a\n"),
+                    (JSFUSION, "'/etc/hosts' is an absolute path")),
+    "vatex_id_climbs_out": ("vatex_caption", "train", _vatex_train("../../x", ["a"]), (VATEX_TRAIN, _OUTSIDE)),
+    "id_with_nul": ("vatex_caption", "train", _vatex_train("a\0b", ["a"]), (VATEX_TRAIN, "NUL character")),
+    "youtube_id_climbs_out": ("audiocaps_retrieval", "test", _audiocaps_test("1,../../x,0,a dog barks\n"),
+                              (AUDIOCAPS_TEST, "'../../x'", _OUTSIDE)),
+    "audioset_absolute_id": ("audioset", "balanced_train", _append(SEGMENTS, '/tmp/x, 0.0, 10.0, "/m/hum01"\n'),
+                             (SEGMENTS, "'/tmp/x' is an absolute path")),
+    "howto100m_id_climbs_out": ("howto100m", "train",
+                                _both(_append("HowTo100M_v1.csv", "../../x,F,R,1,7\n"),
+                                      _edit_json(HOWTO_ASR, lambda d: d.update({"../../x": _ASR}))),
+                                ("HowTo100M_v1.csv", "'../../x'", _OUTSIDE)),
+    # CSV structure: an unbalanced quote swallowing the rows after it, field counts, columns
+    "unbalanced_quote": ("audiocaps_retrieval", "test", _audiocaps_test(_QUOTE_OPEN),
+                         (AUDIOCAPS_TEST, "line 2", "runs over lines 2-25", "unbalanced quote")),
+    "unbalanced_quote_in_segments": ("audioset", "balanced_train",
+                                     _append(SEGMENTS, 'ab, 0, 10, "/m/hum01\nac, 1, 2, x\n'),
+                                     (SEGMENTS, "a quoted field runs over lines")),
+    "too_many_fields": ("msrvtt_retrieval", "test_1k_a", _jsfusion("r,m,video1,a,b\n"),
+                        (JSFUSION, "line 2: 5 fields where the header has 4")),
+    "too_few_fields": ("audiocaps_retrieval", "test", _audiocaps_test("1,a,0,x\n2,b,0\n"),
+                       (AUDIOCAPS_TEST, "line 3: 3 fields where the header has 4")),
+    "missing_column": ("audiocaps_retrieval", "test", _write(AUDIOCAPS_TEST, "audiocap_id,youtube_id,caption\n1,a,b\n"),
+                       (AUDIOCAPS_TEST, "missing column 'start_time'")),
+    "msrvtt_missing_column": ("msrvtt_retrieval", "test_1k_a", _write(JSFUSION, "key,video_id\nret0,video1\n"),
+                              (JSFUSION, "missing column 'sentence'")),
+    "empty_sentence": ("msrvtt_retrieval", "test_1k_a", _jsfusion("ret0,m,video1,\n"),
+                       (JSFUSION, "line 2: empty 'sentence'")),
+    "segments_three_fields": ("audioset", "balanced_train", _write(SEGMENTS, '# c\nabc, 1.0, "/m/hum01"\n'),
+                              (SEGMENTS, "line 2: expected 4 fields")),
+    # encodings: binary, or not UTF-8 (a BOM is stripped: test_annotation_safety.py)
+    "csv_latin1": ("audiocaps_retrieval", "test", _write(AUDIOCAPS_TEST, "caf\xe9,youtube_id,start_time,caption\n"
+                                                         .encode("latin-1")),
+                   (AUDIOCAPS_TEST, "not UTF-8 text", "byte 0xe9 at offset 3")),
+    "json_binary": ("vatex_caption", "train", _write(VATEX_TRAIN, bytes(range(256))),
+                    (VATEX_TRAIN, "not UTF-8", "NUL")),
+    "id_list_utf16": ("vatex_retrieval", "test", _write("test_list.txt", "a\nb\n".encode("utf-16")),
+                      ("test_list.txt", "not UTF-8 text")),
+    "segments_gzip": ("audioset", "balanced_train", _write(SEGMENTS, b"\x1f\x8b\x08\x00" + bytes(60)),
+                      (SEGMENTS, "not UTF-8 text")),
+    # JSON contents of the wrong shape or type
+    "invalid_json": ("vatex_retrieval", "train", _write(VATEX_TRAIN, "[{]"), (VATEX_TRAIN, "invalid JSON")),
+    "msrvtt_invalid_json": ("msrvtt_retrieval", "train_9k", _write(MSRVTT_JSON, '{"sentences": [}'),
+                            (MSRVTT_JSON, "invalid JSON at line 1")),
+    "entry_without_captions": ("vatex_caption", "train", _write(VATEX_TRAIN, '[{"videoID": "x"}]'),
+                               (VATEX_TRAIN, "entry 0 lacks a string 'videoID' or an 'enCap' list")),
+    "numeric_id": ("vatex_caption", "train", _vatex_train(7, ["a"]), (VATEX_TRAIN, "entry 0 lacks a string 'videoID'")),
+    "caption_not_string": ("vatex_caption", "train", _vatex_train("v", [1, None]),
+                           (VATEX_TRAIN, "('v') has an empty or non-string caption: 1")),
+    "blank_caption": ("vatex_caption", "train", _vatex_train("-a", ["x", " "]),
+                      (VATEX_TRAIN, "('-a') has an empty or non-string caption: ' '")),
+    "duplicate_id_in_json": ("vatex_caption", "train",
+                             _write(VATEX_TRAIN, json.dumps([{"videoID": "a", "enCap": ["x"]}] * 2)),
+                             (VATEX_TRAIN, "duplicate id 'a'")),
+    "msrvtt_caption_not_string": ("msrvtt_retrieval", "train_9k",
+                                  _edit_json(MSRVTT_JSON, lambda d: d["sentences"][3].update(caption=5)),
+                                  (MSRVTT_JSON, "sentences[3]", "empty or non-string caption: 5")),
+    "msrvtt_blank_caption": ("msrvtt_retrieval", "train_9k",
+                             _edit_json(MSRVTT_JSON, lambda d: d["sentences"][3].update(caption="  ")),
+                             (MSRVTT_JSON, "sentences[3]", "empty or non-string caption")),
+    "msrvtt_videos_not_a_list": ("msrvtt_caption", "train", _edit_json(MSRVTT_JSON, lambda d: d.update(videos=5)),
+                                 (MSRVTT_JSON, "'videos' must be a list", "not int")),
+    "asr_text_not_strings": ("howto100m", "train", _first_asr(text=[1] * 8), (HOWTO_ASR, "not a string")),
+    "asr_start_not_finite": ("howto100m", "train", _first_asr(start=[float("nan")] * 8), (HOWTO_ASR, "finite number")),
+    "asr_lists_of_other_lengths": ("howto100m", "train", _first_asr(end=[1.0]), (HOWTO_ASR, "different lengths")),
+    "no_caption_json": ("howto100m", "train", lambda root: (root / HOWTO_ASR).unlink(),
+                        ("caption.json: file not found",)),
+    "no_test_list": ("msrvtt_retrieval", "test_1k_a", lambda root: (root / JSFUSION).unlink(),
+                     (JSFUSION, "file not found")),
+    # ids: duplicated, without captions, with unknown labels
+    "duplicate_id": ("msrvtt_retrieval", "train_9k", _write("MSRVTT_train.9k.csv", "video_id\nvideo0\nvideo0\n"),
+                     ("MSRVTT_train.9k.csv", "duplicate id 'video0'")),
+    "id_without_captions": ("msrvtt_retrieval", "train_9k",
+                            _write("MSRVTT_train.9k.csv", "video_id\nvideo0\n\nnot_one\n"),
+                            ("MSRVTT_train.9k.csv", "video 'not_one' has no caption")),
+    "listed_id_without_captions": ("vatex_retrieval", "test", _write("test_list.txt", "_no_such_video\n"),
+                                   ("test_list.txt", "video '_no_such_video' has no captions")),
+    "unknown_label": ("audioset", "balanced_train", _write(SEGMENTS, 'abc, 1.0, 2.0, "/m/nope"\n'),
+                      (SEGMENTS, "label '/m/nope' of 'abc' is not in class_labels_indices.csv")),
+    # a split that lists nothing is an error before any model is built
+    "header_only_csv": ("audiocaps_retrieval", "test", _audiocaps_test(""),
+                        ("audiocaps_retrieval", "split 'test' lists no clips")),
+    "header_only_jsfusion": ("msrvtt_retrieval", "test_1k_a", _jsfusion(""),
+                             ("msrvtt_retrieval", "'test_1k_a' lists no clips")),
+    "blank_id_list": ("vatex_retrieval", "test", _write("test_list.txt", "\n\n"),
+                      ("vatex_retrieval", "lists no clips")),
+}

@@ -1,0 +1,82 @@
+"""Annotation files and clip ids at the door (issue 12, items 5, 6, 9): every case of the corpus in bad_inputs.py
+is a one-line error naming the file; ids never leave the dataset folder, while symlinks made inside it keep
+working; a BOM is stripped; an offline audio entry that is not a regular file falls back to the video's track,
+reported."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import pytest
+from bad_inputs import BAD_ANNOTATIONS
+from helpers import annotations_copy, one_line_error
+
+from benchmark.registry import load_tasks
+
+TASKS = load_tasks()
+
+
+def dataset_folder(task: str, generated, msrvtt_small):
+    """The generated folder of a task's dataset (MSR-VTT is generated on its own, smaller)."""
+    spec = TASKS.get(task).spec
+    return msrvtt_small[0] if spec.data_dir == "msrvtt" else generated[0] / spec.data_dir
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ANNOTATIONS))
+def test_bad_annotation_is_a_one_line_error_naming_the_file(case, generated, msrvtt_small, tmp_path):
+    task, split, breakage, fragments = BAD_ANNOTATIONS[case]
+    root = annotations_copy(dataset_folder(task, generated, msrvtt_small), tmp_path)
+    breakage(root)
+    one_line_error(lambda: TASKS.get(task)().load(root, split), *fragments)
+
+
+@pytest.mark.parametrize(("task", "split", "name"), [
+    ("audiocaps_retrieval", "test", "test.csv"),  # a header with a BOM: its first column is still found
+    ("vatex_retrieval", "test", "test_list.txt"),  # the first id would carry the BOM
+    ("vatex_retrieval", "test", "vatex_validation_v1.0.json"),  # json.loads refuses a BOM
+    ("audioset", "balanced_train", "class_labels_indices.csv"),
+    ("audioset", "balanced_train", "balanced_train_segments.csv"),
+])
+def test_a_utf8_byte_order_mark_is_stripped(task, split, name, generated, msrvtt_small, tmp_path):
+    root = annotations_copy(dataset_folder(task, generated, msrvtt_small), tmp_path)
+    loader = TASKS.get(task)()
+    before = loader.load(root, split)
+    (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    assert loader.load(root, split) == before
+
+
+def test_symlinks_made_inside_the_dataset_folder_keep_working(generated, tmp_path):
+    """videos/ on another disk (a folder symlink) and one clip linked file by file both load as media inside
+    the folder; the check is on the path as listed, not on where links point."""
+    source = generated[0] / "vatex"
+    root = annotations_copy(source, tmp_path)
+    os.symlink(source / "videos", root / "videos")
+    clips = TASKS.get("vatex_retrieval")().load(root, "test")
+    assert all(c.video.parent == root / "videos" for c in clips)
+    assert sum(c.video.is_file() for c in clips) == sum((source / "videos" / f"{c.id}.mp4").is_file() for c in clips)
+    (root / "videos").unlink()
+    (root / "videos").mkdir()
+    first = clips[0].id
+    os.symlink(source / "videos" / f"{first}.mp4", root / "videos" / f"{first}.mp4")
+    assert TASKS.get("vatex_retrieval")().load(root, "test")[0].video.is_file()
+
+
+def test_offline_audio_that_is_not_a_regular_file_falls_back_to_the_video_track(generated, tmp_path, caplog):
+    root = annotations_copy(generated[0] / "vatex", tmp_path)
+    task = TASKS.get("vatex_retrieval")()
+    ids = [c.id for c in task.load(root, "test")]
+    (root / "audios_16k").mkdir()
+    (root / "audios_16k" / f"{ids[0]}.wav").mkdir()  # a folder where a file should be
+    os.symlink(tmp_path / "gone.wav", root / "audios_16k" / f"{ids[1]}.wav")  # a broken link
+    shutil.copy(generated[0] / "audiocaps" / "audio" / next(os.scandir(generated[0] / "audiocaps" / "audio")).name,
+                root / "audios_16k" / f"{ids[2]}.wav")  # a real file is used
+    with caplog.at_level(logging.WARNING, logger="tasks.base"):
+        clips = task.load(root, "test")
+    assert clips[0].audio == clips[0].video and clips[1].audio == clips[1].video
+    assert clips[2].audio == root / "audios_16k" / f"{ids[2]}.wav"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings  # once per load, with the count and the first path
+    assert warnings[0].startswith("2 clips of vatex_retrieval/test use their video's audio track")
+    assert f"audios_16k/{ids[0]}.wav" in warnings[0]

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 class CorruptCheckpoint(UserError):
     """A checkpoint file that exists but cannot be read (truncated, empty, not a checkpoint)."""
 
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """torch.load(weights_only=True) with one-line errors naming the file: missing, corrupt, or holding Python
@@ -39,7 +43,7 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
-        raise CorruptCheckpoint(f"checkpoint {path} is empty")
+        raise CorruptCheckpoint(path, f"checkpoint {path} is empty")
     try:
         with warnings.catch_warnings():  # a plain pickle gets a protocol warning before its one-line error
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -50,11 +54,11 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
             raise UserError(f"checkpoint {path} holds Python objects that a weights-only load refuses "
                             f"({reason.split(' was not')[0]}); this suite never unpickles them: re-save it as a "
                             "plain state dict of tensors") from None
-        raise CorruptCheckpoint(f"checkpoint {path} is not a readable checkpoint ({reason})") from None
+        raise CorruptCheckpoint(path, f"checkpoint {path} is not a readable checkpoint ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CorruptCheckpoint(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})") from None
+        raise CorruptCheckpoint(path, f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})") from None
     if not isinstance(state, dict):
-        raise CorruptCheckpoint(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+        raise CorruptCheckpoint(path, f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
@@ -86,6 +90,14 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(int(p.stem.split("-")[1]) for p in self.dir.glob("step-*.pt"))
 
+    def refuse_earlier_run(self) -> None:
+        """A fresh start into a folder holding another run's checkpoints would prune its own and select among
+        theirs (a silent wrong model): a one-line error instead."""
+        steps = self.steps()
+        if steps:
+            raise UserError(f"{self.dir} holds checkpoints of an earlier run (steps {steps[0]}..{steps[-1]}): add "
+                            "--resume to continue it, or give another --out")
+
     def latest(self) -> Path | None:
         steps = self.steps()
         return self.path(steps[-1]) if steps else None
@@ -114,10 +126,13 @@ class Checkpointer:
         tmp = target.with_suffix(".tmp")
         try:
             torch.save({**state, **self.extra, "step": step, "score": score}, tmp)
+            with tmp.open("rb") as f:  # on disk before the rename: a power loss never leaves a hollow file
+                os.fsync(f.fileno())
         except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as a RuntimeError
             tmp.unlink(missing_ok=True)
             raise UserError(_write_failure(target, exc)) from None
         os.replace(tmp, target)  # a crash never leaves a half-written checkpoint under a real name
+        _fsync_folder(self.dir)
         self._prune()
         return target
 
@@ -152,10 +167,21 @@ class Checkpointer:
                 continue
             if broken:
                 log.warning("resuming from %s: %s", self.path(step).name, "; ".join(map(str, broken)))
+                for exc in broken:  # set aside: neither pruning nor best() may count a file that cannot load
+                    os.replace(exc.path, exc.path.with_name(exc.path.name + ".corrupt"))
             return state
         if broken:
             raise UserError(f"no intact checkpoint in {self.dir} to resume from: " + "; ".join(map(str, broken)))
         return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_failure(path: Path, exc: BaseException) -> str:

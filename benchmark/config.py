@@ -411,8 +411,8 @@ def _check_pretrain_mix(cfg: RunConfig) -> None:
     if len(cfg.pretrain_mix) != len(cfg.pretrain_corpus):
         raise UserError(f"config key 'pretrain_mix' has {len(cfg.pretrain_mix)} weights for "
                         f"{len(cfg.pretrain_corpus)} corpora in 'pretrain_corpus'")
-    if any(w < 0 for w in cfg.pretrain_mix) or not sum(cfg.pretrain_mix) > 0:
-        raise UserError(f"config key 'pretrain_mix' must be non-negative weights with a positive sum, "
+    if any(w < 0 for w in cfg.pretrain_mix) or not 0 < sum(cfg.pretrain_mix) < math.inf:
+        raise UserError(f"config key 'pretrain_mix' must be non-negative weights with a positive, finite sum, "
                         f"got {cfg.pretrain_mix}")
 
 

@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.config import DataConfig
-from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
@@ -171,9 +170,6 @@ class MixedCorpus(Dataset):
 
     def __init__(self, parts: list[Dataset], weights: list[float] | None = None, length: int | None = None,
                  seed: int = 0) -> None:
-        if weights is not None and (len(weights) != len(parts) or any(w < 0 for w in weights) or not sum(weights)):
-            raise UserError(f"pretrain_mix must hold one non-negative weight per corpus, not all zero: got "
-                            f"{weights} for {len(parts)} corpora")
         self.parts, self.weights, self.seed = parts, weights, seed
         everything = sum(len(p) for p in parts)
         self.length = (length or everything) if weights else everything

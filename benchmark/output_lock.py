@@ -45,6 +45,7 @@ def hold_folder(folder: Path, shared: bool = False) -> Iterator[None]:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as f:
+        locked = True
         try:
             fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -55,27 +56,30 @@ def hold_folder(folder: Path, shared: bool = False) -> Iterator[None]:
                 raise
             log.warning("cannot lock %s (%s): nothing stops a second clip4vla from writing into it", folder,
                         exc.strerror)
+            locked = False
         _held[path] = shared
         try:
-            if not shared:
-                _take_over(f, folder)
+            _take_over(f, folder, shared)
             yield
         finally:
             del _held[path]
             if not shared:
                 f.truncate(0)  # the file stays: deleting a lock file races with the next holder's open
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _take_over(f, folder: Path) -> None:
-    """Write this process into the held lock file, warning when it still names a holder that died."""
+def _take_over(f, folder: Path, shared: bool) -> None:
+    """Clear a held lock file that still names a holder (it died: no exclusive holder can coexist with this
+    hold) with a warning; an exclusive holder then writes itself in."""
     f.seek(0)
     stale = f.read().strip()
     if stale:
         log.warning("took over the lock of %s: that process is gone (it was %s)", folder, stale)
-    f.seek(0)
-    f.truncate(0)
-    f.write(holder_line() + "\n")
+        f.seek(0)
+        f.truncate(0)
+    if not shared:
+        f.write(holder_line() + "\n")
     f.flush()
 
 

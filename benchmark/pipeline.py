@@ -196,6 +196,11 @@ class Reproduction:
             self.cache = MediaCache(cache_dir(self.cfg), self.prep)  # re-read the index rank 0 wrote
             self.tensors = ClipTensors(self.cache, self.cfg.data, use_audio="audio" in self.modalities)
             prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
+        if not prepared.clips:  # before any model is built: nothing to train on or to score
+            c = prepared.counts
+            raise UserError(f"{task.spec.name}/{label or split}: none of its {c['clips_listed']} clips has usable "
+                            f"media under {root} (missing video {c['missing_video']}, missing audio "
+                            f"{c['missing_audio']}); `clip4vla prepare {task.spec.name}` lists why per clip")
         captions = [text for _, text in prepared.captions]
         length = self.cfg.data.max_words  # the caption decoder keeps max_words - 1 words (spec §6.4)
         length = caption_token_length(length) if task.spec.kind == "caption" else length

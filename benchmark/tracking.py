@@ -38,8 +38,9 @@ def brief(exc: Exception) -> str:
 
 def client_for(uri: str) -> Any:
     """An MlflowClient that fails in seconds, not after MLflow's minutes of retries, when a server is down."""
-    for name in ("alembic", "mlflow.store.db.utils"):  # keep SQLite schema-migration chatter off the console
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # SQLite schema-migration chatter off the console
+    # its SQLAlchemy tracebacks (a full disk: ~60 lines) repeat what the one-line warnings of TrackedRun say
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -68,21 +69,24 @@ class TrackedRun:
     """A started MLflow run: log metrics, params, tags and artifacts. If the store stops answering, the run
     says so once and goes on without it: results are still written locally."""
 
-    def __init__(self, client: Any, run_id: str, reattached: bool = False) -> None:
+    def __init__(self, client: Any, run_id: str, reattached: bool = False, path: str = "") -> None:
         self.client = client
         self.run_id = run_id
         self.reattached = reattached  # continues a run of an earlier, interrupted invocation
+        self.path = path  # its name under its parents' ("finetune/finetune"): a nested run never shares a parent's
         self.lost = False
 
-    def _send(self, call, *args, **kwargs) -> None:
+    def _send(self, call, *args, **kwargs) -> Any:
+        """`call`'s answer, or None once the store stopped answering."""
         if self.lost:
-            return
+            return None
         try:
-            call(*args, **kwargs)
+            return call(*args, **kwargs)
         except Exception as exc:  # network errors come as several MLflow and requests types
             self.lost = True
             log.warning("MLflow stopped answering (%s); this run goes on and writes its results locally only",
                         brief(exc))
+            return None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -96,7 +100,10 @@ class TrackedRun:
 
         values = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
         if self.reattached:  # MLflow refuses to change a logged param: keep the first values, say what changed
-            logged = self.client.get_run(self.run_id).data.params
+            found = self._send(self.client.get_run, self.run_id)
+            if found is None:
+                return
+            logged = found.data.params
             changed = sorted(k for k in values if k in logged and logged[k] != values[k])
             if changed:
                 log.warning("resumed with %d changed settings (%s); MLflow keeps the first values, config.yaml "
@@ -216,13 +223,14 @@ class Tracker:
         if self.offline or (isinstance(parent, TrackedRun) and parent.lost):
             yield NullRun()
             return
+        path = f"{parent.path}/{name}" if isinstance(parent, TrackedRun) else name  # the ledger's key
         try:
-            run = self._reattach(name, parent, ledger) if ledger and resume else None
+            run = self._reattach(path, parent, ledger) if ledger and resume else None
             if ledger and not resume:
-                self._mark_killed(ledger.run_id(name, self))
+                self._mark_killed(ledger.run_id(path, self))
             if run is None:
                 created = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-                run = TrackedRun(self.client, created.info.run_id)
+                run = TrackedRun(self.client, created.info.run_id, path=path)
             else:
                 run.set_tags(all_tags)
         except Exception as exc:  # the store went away between runs
@@ -231,7 +239,7 @@ class Tracker:
             yield NullRun()
             return
         if ledger:
-            ledger.remember(name, run.run_id, self)
+            ledger.remember(path, run.run_id, self)
         try:
             yield run
         except BaseException:
@@ -239,9 +247,9 @@ class Tracker:
             raise
         run._send(self.client.set_terminated, run.run_id, status="FINISHED")
 
-    def _reattach(self, name: str, parent: TrackedRun | NullRun | None, ledger: RunLedger) -> TrackedRun | None:
-        """The ledger's run of `name`, set RUNNING again, when it may be continued (see `run`)."""
-        run_id = ledger.run_id(name, self)
+    def _reattach(self, path: str, parent: TrackedRun | NullRun | None, ledger: RunLedger) -> TrackedRun | None:
+        """The ledger's run at `path`, set RUNNING again, when it may be continued (see `run`)."""
+        run_id = ledger.run_id(path, self)
         if run_id is None:
             return None
         try:
@@ -252,8 +260,8 @@ class Tracker:
         if info.lifecycle_stage != "active" or (info.status == "FINISHED" and not inside_resumed):
             return None
         self.client.update_run(run_id, status="RUNNING")
-        log.info("MLflow: continuing run %s (%s, was %s)", name, run_id, info.status)
-        return TrackedRun(self.client, run_id, reattached=True)
+        log.info("MLflow: continuing run %s (%s, was %s)", path, run_id, info.status)
+        return TrackedRun(self.client, run_id, reattached=True, path=path)
 
     def _mark_killed(self, run_id: str | None) -> None:
         if run_id is None:

@@ -9,6 +9,7 @@ continue exactly: model, optimizer, scheduler, scaler, RNG states and the data p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -134,9 +135,7 @@ def train(
     world, rank = distributed.world_size(), distributed.rank()
     # The authors divide the batch by the accumulation steps (spec §7.2): the contrastive batch is the
     # micro-batch, the optimizer batch is cfg.batch_size. Each rank reads 1/world of every micro-batch.
-    accum = cfg.grad_accum
-    if cfg.batch_size % accum:
-        raise UserError(f"batch_size {cfg.batch_size} is not divisible by grad_accum {accum}")
+    accum = cfg.grad_accum  # divides batch_size (checked when the config is built)
     micro_batch = cfg.batch_size // accum
     if micro_batch % world:
         raise UserError(f"batch_size / grad_accum = {micro_batch} is not divisible by the {world} processes")
@@ -164,6 +163,8 @@ def train(
         else nullcontext()
     )
     at = Position()
+    if checkpoints is not None and not resume:
+        checkpoints.refuse_earlier_run()
     state = checkpoints.resume_state(device) if resume and checkpoints is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -258,7 +259,7 @@ def train(
                 break
             score = selected(at)
             if score is not None or (cfg.checkpoint_every and at.step % cfg.checkpoint_every == 0):
-                save(Position(at.step, at.epoch, at.micro), score)
+                save(dataclasses.replace(at), score)  # a snapshot: `at` moves on, the skip count with it
         else:
             at.epoch, at.micro = at.epoch + 1, 0
             continue

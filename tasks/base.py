@@ -148,7 +148,7 @@ def read_text(path: Path) -> str:
 def csv_records(path: Path, **options: object) -> list[tuple[int, list[str]]]:
     """(line number, fields) of each non-empty record of a CSV. None of the annotation formats has a field
     spanning lines, so one is an error naming the line (an unbalanced quote swallows the rows after it)."""
-    reader = csv.reader(io.StringIO(read_text(path)), **options)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), **options)  # CR, LF and CRLF rows alike
     out = []
     while True:
         line = reader.line_num + 1

@@ -55,6 +55,7 @@ BAD_CONFIGS: list[tuple[str | tuple[str, ...], tuple[str, ...]]] = [
     (("task=audiocaps_retrieval", "modalities=[text, video]"), ("leaves task audiocaps_retrieval no clip",)),
     ("pretrain_mix=[1.0]", ("'pretrain_mix' has 1 weights for 0 corpora",)),
     (("pretrain_corpus=[audioset, howto100m]", "pretrain_mix=[1, -1]"), ("'pretrain_mix' must be non-negative",)),
+    (("pretrain_corpus=[audioset, howto100m]", "pretrain_mix=[1e308, 1e308]"), ("positive, finite sum",)),
 ]
 
 

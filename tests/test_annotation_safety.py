@@ -47,6 +47,16 @@ def test_a_utf8_byte_order_mark_is_stripped(task, split, name, generated, msrvtt
     assert loader.load(root, split) == before
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_csv_rows_end_in_any_newline(newline, generated, msrvtt_small, tmp_path):
+    root = annotations_copy(dataset_folder("audiocaps_retrieval", generated, msrvtt_small), tmp_path)
+    loader = TASKS.get("audiocaps_retrieval")()
+    before = loader.load(root, "test")
+    text = (root / "test.csv").read_text()
+    (root / "test.csv").write_bytes(text.replace("\n", newline).encode())
+    assert loader.load(root, "test") == before
+
+
 def test_symlinks_made_inside_the_dataset_folder_keep_working(generated, tmp_path):
     """videos/ on another disk (a folder symlink) and one clip linked file by file both load as media inside
     the folder; the check is on the path as listed, not on where links point."""
@@ -80,3 +90,16 @@ def test_offline_audio_that_is_not_a_regular_file_falls_back_to_the_video_track(
     assert len(warnings) == 1, warnings  # once per load, with the count and the first path
     assert warnings[0].startswith("2 clips of vatex_retrieval/test use their video's audio track")
     assert f"audios_16k/{ids[0]}.wav" in warnings[0]
+
+
+def test_a_split_without_usable_media_is_one_line_before_any_model_is_built(msrvtt_small, tiny_config, tmp_path,
+                                                                              monkeypatch, capsys):
+    import benchmark.pipeline
+    from benchmark.cli import main
+
+    annotations_copy(msrvtt_small[0], tmp_path / "data")  # every video missing
+    monkeypatch.setattr(benchmark.pipeline, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    assert main(["evaluate", "msrvtt_retrieval", "--config", str(tiny_config), "--out", str(tmp_path / "out"),
+                 f"data.root={tmp_path / 'data'}", f"data.cache={tmp_path / 'cache'}"]) == 2
+    (message,) = capsys.readouterr().err.strip().splitlines()
+    assert "msrvtt_retrieval/test_1k_a: none of its 6 clips has usable media" in message

@@ -70,13 +70,28 @@ def test_a_finished_run_is_not_reopened_but_a_finished_child_of_a_resumed_parent
     parent = died_inside(tracker, ledger, "interrupted")
     child = tracker.client.create_run(tracker.experiment_id, run_name="evaluate").info.run_id
     tracker.client.set_terminated(child, "FINISHED")  # scored before the kill
-    ledger.remember("evaluate", child, tracker)
+    ledger.remember("interrupted/evaluate", child, tracker)
     with tracker.run("interrupted", ledger=ledger, resume=True) as resumed, \
             tracker.run("evaluate", parent=resumed, ledger=ledger, resume=True) as evaluated:
         assert (resumed.run_id, evaluated.run_id) == (parent, child)  # no second "evaluate" under one parent
     with tracker.run("interrupted", ledger=ledger, resume=True) as rerun, \
             tracker.run("evaluate", parent=rerun, ledger=ledger, resume=True) as evaluated:
         assert rerun.run_id != parent and evaluated.run_id != child  # everything had finished: a new attempt
+
+
+def test_a_stage_named_as_its_parent_keeps_its_own_run(tmp_path):
+    """`clip4vla pretrain` names its top run and its training stage `pretrain`: the stage must neither mark its
+    live parent KILLED nor be reattached as its own parent."""
+    tracker, ledger = store(tmp_path), RunLedger(tmp_path / "out")
+    NEVER_LEFT.append(tracker.run("pretrain", ledger=ledger))
+    parent = NEVER_LEFT[-1].__enter__()
+    NEVER_LEFT.append(tracker.run("pretrain", parent=parent, ledger=ledger))
+    child = NEVER_LEFT[-1].__enter__()
+    assert status(tracker, parent.run_id) == "RUNNING" and child.run_id != parent.run_id
+    with store(tmp_path).run("pretrain", ledger=ledger, resume=True) as resumed, \
+            store(tmp_path).run("pretrain", parent=resumed, ledger=ledger, resume=True) as stage:
+        assert (resumed.run_id, stage.run_id) == (parent.run_id, child.run_id)
+    assert tracker.client.get_run(child.run_id).data.tags["mlflow.parentRunId"] == parent.run_id
 
 
 def test_an_error_inside_a_run_marks_it_failed(tmp_path):

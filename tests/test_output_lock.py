@@ -64,6 +64,29 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(tmp_path, ca
     assert (tmp_path / LOCK_NAME).read_text() == ""  # released cleanly: the next holder takes it silently
 
 
+def test_a_shared_holder_clears_a_dead_holders_name(tmp_path, capsys):
+    """After an exclusive holder died, `sweep --only` jobs (shared) hold the folder: the refusal of a third
+    invocation must not name the dead process."""
+    (tmp_path / LOCK_NAME).write_text("pid 999999 on host gone, since 2026-01-01 00:00:00: clip4vla sweep x\n")
+    with held_elsewhere(tmp_path, shared=True):
+        assert main(["finetune", "msrvtt_retrieval", "--out", str(tmp_path), f"data.root={tmp_path}"]) == 2
+        message = one_line_stderr(capsys)
+    assert "pid 999999" not in message and "sweep --only" in message
+
+
+def test_a_filesystem_without_locks_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def flock(f, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with caplog.at_level(logging.WARNING, "clip4vla"), hold_folder(tmp_path):
+        ran = True
+    assert ran and "cannot lock" in caplog.text and "No locks available" in caplog.text
+
+
 def test_one_process_may_hold_a_folder_twice(tmp_path):
     with hold_folder(tmp_path), hold_folder(tmp_path), hold_folder(tmp_path, shared=True):
         pass

@@ -90,6 +90,26 @@ def test_skip_nonfinite_skips_and_counts_the_step_and_the_weights_stay_finite():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_the_skip_count_survives_a_resume(tmp_path):
+    from test_train import Interrupt
+
+    def run(stop_at=None, resume=False):
+        model, cfg = tiny_model(0)
+        loss = NonFiniteAt(RetrievalLoss(cfg.loss, "fused"), set() if resume else {2}, "t_fused_loss")
+        tc = train_config("finetune.max_steps=5", "finetune.skip_nonfinite=true", "finetune.checkpoint_every=1")
+
+        def log(metrics, step):
+            if step == stop_at:
+                raise Interrupt
+
+        return train(model, loss, ClassPairs(16), tc, seed=0, log=log, resume=resume,
+                     checkpoints=Checkpointer(tmp_path, keep_last=2))
+
+    with pytest.raises(Interrupt):
+        run(stop_at=4)  # killed after the checkpoint at step 3, which follows the skipped step 2
+    assert run(resume=True)["skipped_steps"] == 1
+
+
 # --- a non-finite similarity is an error, never a rank ---------------------------------------------------------
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_a_non_finite_similarity_is_an_error_in_both_directions(value):
@@ -217,6 +237,28 @@ def test_resume_passes_over_a_corrupt_newest_checkpoint_with_one_warning(tmp_pat
     assert state["step"] == 2
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "step-00000002.pt" in warning and "step-00000004.pt" in warning and "\n" not in warning
+
+
+def test_a_corrupt_checkpoint_passed_over_is_set_aside_so_the_next_ones_survive_pruning(tmp_path):
+    """Left in place, a corrupt step-4 would count as the newest: the step-3 written after resuming from step 2
+    would be pruned at once (keep_last=1), and a second kill would lose it."""
+    ckpt = Checkpointer(tmp_path, keep_last=1)
+    ckpt.save(2, {"x": torch.tensor(2)}, score=0.9)
+    ckpt.save(4, {"x": torch.tensor(4)}, score=0.5)
+    CORRUPT_CHECKPOINTS["truncated"](ckpt.path(4))
+    assert ckpt.resume_state()["step"] == 2
+    ckpt.save(3, {"x": torch.tensor(3)}, score=0.4)
+    assert ckpt.steps() == [2, 3] and ckpt.best() == ckpt.path(2)  # step 2 kept as the best, 3 as the newest
+    assert (tmp_path / "step-00000004.pt.corrupt").exists()
+
+
+def test_a_fresh_start_into_a_folder_of_checkpoints_is_refused(tmp_path):
+    """Without --resume, the earlier run's higher steps would prune the new run's checkpoints and the final
+    model could be theirs."""
+    from test_train import _run
+
+    _run(tmp_path)
+    one_line_error(lambda: _run(tmp_path), "holds checkpoints of an earlier run (steps 4..6)", "--resume")
 
 
 def test_resume_with_no_intact_checkpoint_is_one_line_naming_them(tmp_path):

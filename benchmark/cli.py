@@ -40,13 +40,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Check a dataset, decode every item into the cache, write the manifest, print the counts."""
+    """Check a dataset, decode every item into the media store, write the manifest, print the counts."""
     from benchmark.config import load_config
     from benchmark.prepare import prepare
 
     cfg = load_config({}, [f"data.root={Path(args.root).resolve()}", *args.overrides])
     summary, manifest = prepare(args.task, cfg, args.splits.split(",") if args.splits else None, args.workers)
-    columns = ("items", "missing_video", "missing_audio", "no_audio_track", "undecodable")
+    columns = ("items", "missing_video", "missing_audio", "no_audio_track", "undecodable", "media_changed")
     print(f"{'split':<18}" + "".join(f"{c.replace('_', ' '):>16}" for c in columns))
     for split, counts in summary.items():
         print(f"{split:<18}" + "".join(f"{counts[c]:>16}" for c in columns))
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=("tiny", "small"), default="tiny")
     p.set_defaults(func=cmd_synth)
 
-    p = verbs.add_parser("prepare", help="check a dataset, decode it once into the cache, write its manifest")
+    p = verbs.add_parser("prepare", help="check a dataset, decode it once into the media store, write its manifest")
     p.add_argument("task", help="a task or corpus name (see `clip4vla tasks`)")
     p.add_argument("--root", required=True, help="folder holding the dataset folders (data.root)")
     p.add_argument("--splits", help="comma-separated splits (default: all of the task's splits)")

@@ -44,7 +44,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str | None = None  # folder holding one sub-folder per dataset (each task's data_dir)
-    cache: str | None = None  # preprocessed-tensor cache; default <root>/clip4vla-cache
+    cache: str | None = None  # the media store (WebDataset shards); default <root>/clip4vla-cache
     audio_template: str | None = None  # per-clip audio file of tasks that ship them, e.g. "audio/Y{youtube_id}.wav"
     stft_pad_mode: Literal["constant", "reflect"] = "constant"  # librosa 0.9 zeros (default) or 0.8 reflect (spec §3)
     max_words: int = 32  # text tokens incl. SOT/EOT (spec §5)
@@ -55,6 +55,9 @@ class DataConfig:
     limit: int | None = None  # use only the first N clips of each split (lm-eval --limit)
     val_fraction: float = 0.05  # training clips held out for model selection when a task has no val split
     workers: int = 0  # DataLoader worker processes
+    audio_bits: Literal[16, 24] = 24  # stored PCM: 24 within 0.004 dB of the float log-mel; 16 halves the bytes
+    shard_mb: int = 1024  # size of the store's tar shards: a killed `prepare` loses at most one
+    bad_entry: Literal["skip", "error"] = "skip"  # a damaged store entry: the clip without media (warned), or stop
 
 
 @dataclass
@@ -355,6 +358,7 @@ RANGES: dict[str, Range] = {
     "data.limit": Range(1, why="clips per split; null uses all"),
     "data.val_fraction": Range(0, 1, why="share of the training clips held out"),
     "data.workers": Range(0, why="DataLoader worker processes"),
+    "data.shard_mb": Range(1, why="MiB per store shard"),
     "model.type_mix": Range(0, 1, why="c in (1-c)·e0 + c·e1"),
     "model.type_pos_init_std": Range(0, why="std of the type token's positional row"),
     "model.logit_scale_init": Range(0, 100, why="the scale is capped at 100", open_low=True),

@@ -1,8 +1,9 @@
-"""From loaded clips to model batches: decode once into the cache, apply the missing-audio policy, and serve
-(caption, clip) pairs for training and clips / captions for evaluation."""
+"""From loaded clips to model batches: decode once into the media store, apply the missing-audio policy, and
+serve (caption, clip) pairs for training and clips / captions for evaluation."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,11 +12,15 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.config import DataConfig
+from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
-from benchmark.media.cache import MediaCache, MediaStatus
+from benchmark.media.decode import MediaStatus
+from benchmark.media.store import BadEntry, MediaStore
 from benchmark.records import fingerprint
+
+log = logging.getLogger("clip4vla")
 
 
 @dataclass
@@ -38,17 +43,17 @@ class PreparedSplit:
 
 
 def prepare_split(
-    clips: list[Clip], cache: MediaCache, policy: str, needs_video: bool = True,
+    clips: list[Clip], store: MediaStore, policy: str, needs_video: bool = True,
     progress: Callable[[int, int], None] | None = None, workers: int = 0,
 ) -> PreparedSplit:
-    """Decode `clips` into `cache`, drop clips without decodable video when the task needs video, and apply
+    """Decode `clips` into `store` (those not in it yet), drop clips without decodable video when the task needs video, and apply
     the missing-audio policy.
 
     Policies (architecture.md): `zero` keeps clips without audio with a zero mask (fused feature = video
     alone); `drop` removes them (the authors' --filter_video_id); `miss` keeps them for evaluation to count
     as misses in audio directions.
     """
-    statuses: list[MediaStatus] = cache.fill(clips, progress, workers)
+    statuses: list[MediaStatus] = store.fill(clips, progress, workers)
     media = media_counts(statuses, needs_video)
     kept = [(c, s) for c, s in zip(clips, statuses, strict=True) if s.has_video or not needs_video]
     if policy == "drop":
@@ -73,17 +78,32 @@ def media_counts(statuses: list[MediaStatus], needs_video: bool) -> dict[str, in
 
 
 class ClipTensors:
-    """Cache entry -> model inputs: CLIP-normalised frames and z-scored log-mel segments, padded and masked."""
+    """Store entry -> model inputs: CLIP-normalised frames and z-scored log-mel segments, padded and masked."""
 
-    def __init__(self, cache: MediaCache, cfg: DataConfig, use_audio: bool = True) -> None:
-        self.cache = cache
+    def __init__(self, store: MediaStore, cfg: DataConfig, use_audio: bool = True) -> None:
+        self.store = store
         self.cfg = cfg
         self.use_audio = use_audio  # False: the no-audio ablation; segments stay zero-masked, never encoded
+        self.reported: set[str] = set()
+
+    def entry(self, clip: Clip) -> dict[str, torch.Tensor | None]:
+        """frames and log-mel of a clip; a damaged store entry is an error under data.bad_entry=error, else a
+        recorded skip: the clip goes on without media (zero masks), with one warning naming shard and clip."""
+        try:
+            entry = self.store.load(clip)
+        except BadEntry as exc:
+            if self.cfg.bad_entry == "error":
+                raise UserError(f"{exc} (data.bad_entry=skip goes on without it)") from None
+            if clip.media_key not in self.reported:
+                self.reported.add(clip.media_key)
+                log.warning("%s; the clip is used without media (run `clip4vla prepare` to decode it again)", exc)
+            return {"frames": None, "logmel": None}
+        wave = entry["wave"] if self.use_audio else None
+        logmel = None if wave is None else audio_fe.log_mel(audio_fe.lmr(wave), self.cfg.stft_pad_mode)
+        return {"frames": entry["frames"], "logmel": logmel}
 
     def __call__(self, clip: Clip, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        entry = self.cache.load(clip)
-        if not self.use_audio:
-            entry["logmel"] = None
+        entry = self.entry(clip)
         out: dict[str, torch.Tensor] = {}
         frames = entry["frames"]
         out["frames"] = torch.zeros(self.cfg.max_frames, 3, video_fe.FRAME_SIZE, video_fe.FRAME_SIZE)

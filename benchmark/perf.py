@@ -130,7 +130,8 @@ def perf_train(cases: list[str], iters: int, precisions: tuple[str, ...] = ("fp3
 
 
 def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[dict]:
-    """Time decoding a task's generated training and test splits into a fresh cache, then reading them back."""
+    """Time decoding a task's generated training and test splits into a fresh media store, then reading them
+    back; prints the store's bytes per clip and per 10 s of media."""
     import tempfile
     from pathlib import Path
 
@@ -138,7 +139,8 @@ def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[di
 
     from benchmark.config import DataConfig
     from benchmark.data import ClipItems, ClipTensors, prepare_split
-    from benchmark.media.cache import MediaCache, Preprocessing
+    from benchmark.media.decode import Preprocessing
+    from benchmark.media.store import MediaStore
     from benchmark.registry import load_tasks
     from benchmark.synthetic import synthesize
 
@@ -153,21 +155,25 @@ def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[di
         clips = [c for split in (spec.train_split, spec.test_split) if split for c in task.load(root, split)]
         data = DataConfig(max_frames=12, max_audio_segments=16)
         for procs in (0, workers):
-            cache = MediaCache(Path(tmp) / f"cache{procs}", Preprocessing.of(data))
+            store = MediaStore(Path(tmp) / f"store{procs}", Preprocessing.of(data))
             start = time.perf_counter()
-            split = prepare_split(clips, cache, "zero", "video" in spec.modalities, workers=procs)
+            split = prepare_split(clips, store, "zero", "video" in spec.modalities, workers=procs)
             rows.append({"stage": "decode", "processes": max(procs, 1), "clips": len(clips),
                          "seconds": time.perf_counter() - start})
-            loader = DataLoader(ClipItems(split, ClipTensors(cache, data)), batch_size=16, num_workers=procs)
+            loader = DataLoader(ClipItems(split, ClipTensors(store, data)), batch_size=16, num_workers=procs)
             start = time.perf_counter()
             for _ in loader:
                 pass
             rows.append({"stage": "cached read", "processes": max(procs, 1), "clips": len(split.clips),
                          "seconds": time.perf_counter() - start})
+        stored = sum(p.stat().st_size for p in store.shards.glob("*.tar"))
+        seconds = sum(store.status(c).duration or 0.0 for c in clips)
     for row in rows:
         row["clips_per_second"] = row["clips"] / row["seconds"]
         print(f"| {row['stage']} | {row['processes']} | {row['clips']} | {row['seconds']:.1f} | "
               f"{row['clips_per_second']:.1f} |")
+    print(f"store: {stored / len(clips) / 1e3:.0f} kB per clip, {stored / max(seconds, 1e-9) * 10 / 1e3:.0f} kB per "
+          f"10 s of media ({len(clips)} clips, {seconds:.0f} s)")
     return rows
 
 

@@ -29,7 +29,8 @@ from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit
 from benchmark.errors import UserError
 from benchmark.evaluate import Scored, available, encode, generate_captions, score_directions
 from benchmark.losses import CaptionLoss, PretrainLoss, RetrievalLoss
-from benchmark.media.cache import MediaCache, Preprocessing
+from benchmark.media.decode import Preprocessing
+from benchmark.media.store import MediaStore
 from benchmark.media.text import Tokenizer
 from benchmark.metrics import bootstrap_ci, caption_scores, rank_metrics
 from benchmark.model import CLIP4VLA, build_model
@@ -113,6 +114,11 @@ def cache_dir(cfg: RunConfig) -> Path:
     return Path(cfg.data.cache or Path(cfg.data.root) / "clip4vla-cache")
 
 
+def media_store(cfg: RunConfig) -> MediaStore:
+    """The run's media store (`data.cache`, `data.max_frames`, `data.shard_mb`)."""
+    return MediaStore(cache_dir(cfg), Preprocessing.of(cfg.data), cfg.data.shard_mb << 20)
+
+
 def stage_model_config(cfg: RunConfig, stage: str) -> ModelConfig:
     """The model a stage builds. Pre-training has no fusion module and no decoder (spec §2.5: neither is used
     nor trained there), so a pre-training run, its checkpoint and what starts from it never depend on
@@ -161,14 +167,13 @@ class Reproduction:
         self.tasks = load_tasks()
         self.task = self.tasks.get(cfg.task)() if cfg.task else None  # None: pre-training only
         self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
-        self.prep = Preprocessing.of(cfg.data)
         task_modalities = set(self.task.spec.modalities) if self.task else {"text", "video", "audio"}
         self.modalities = task_modalities & set(cfg.modalities) if cfg.modalities else task_modalities
         self.directions = available(self.task.spec.directions, self.modalities) if self.task else ()
         self.device = distributed.setup(resolve_device(cfg.device))
         self.rank = distributed.rank()
-        self.cache = MediaCache(cache_dir(cfg), self.prep)
-        self.tensors = ClipTensors(self.cache, cfg.data, use_audio="audio" in self.modalities)
+        self.store = media_store(cfg)
+        self.tensors = ClipTensors(self.store, cfg.data, use_audio="audio" in self.modalities)
         self.tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
         self.records: list[RunRecord] = []
         self.prepared: dict[tuple[str, str], Prepared] = {}
@@ -180,8 +185,9 @@ class Reproduction:
     # -- data ---------------------------------------------------------------------------------------------
     def prepare(self, task: object, split: str, exclude: set[str] | None = None, label: str | None = None,
                 policy: str | None = None) -> Prepared:
-        """Load and decode a split once (rank 0 decodes, the others wait and read the cache). `policy` overrides
-        data.missing_audio (pre-training corpora keep every clip: their audio terms skip clips without audio)."""
+        """Load a split and decode what the store lacks (one process; under torchrun the store must hold every
+        clip: `clip4vla prepare` writes it). `policy` overrides data.missing_audio (pre-training corpora keep
+        every clip: their audio terms skip clips without audio)."""
         policy = "drop" if split in task.spec.audio_only_splits else policy or self.cfg.data.missing_audio
         key = (task.spec.name, split, tuple(sorted(exclude or ())), policy)
         if key in self.prepared:  # e.g. a task's train split that is also the pre-training corpus
@@ -189,13 +195,12 @@ class Reproduction:
         root = Path(self.cfg.data.root) / task.spec.data_dir
         clips = task.load(root, split, self.cfg.data.limit, self.cfg.data.audio_template)
         clips = [c for c in clips if c.id not in (exclude or set())]
-        if self.rank == 0:
-            prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
-        distributed.barrier()
-        if self.rank != 0:
-            self.cache = MediaCache(cache_dir(self.cfg), self.prep)  # re-read the index rank 0 wrote
-            self.tensors = ClipTensors(self.cache, self.cfg.data, use_audio="audio" in self.modalities)
-            prepared = prepare_split(clips, self.cache, policy, "video" in task.spec.modalities)
+        stale = self.store.stale(clips) if distributed.world_size() > 1 else []
+        if stale:  # decoding on rank 0 alone would keep the others at a barrier past NCCL's timeout
+            raise UserError(f"{task.spec.name}/{label or split}: {len(stale)} of {len(clips)} clips are not in the "
+                            f"media store {self.store.dir} (or their media changed since), e.g. '{stale[0].id}': "
+                            f"run `clip4vla prepare {task.spec.name} --root {self.cfg.data.root}` first, then torchrun")
+        prepared = prepare_split(clips, self.store, policy, "video" in task.spec.modalities)
         if not prepared.clips:  # before any model is built: nothing to train on or to score
             c = prepared.counts
             raise UserError(f"{task.spec.name}/{label or split}: none of its {c['clips_listed']} clips has usable "
@@ -235,7 +240,7 @@ class Reproduction:
         spec = prepared.task.spec
         return fingerprint({
             "task": spec.name, "task_version": spec.version, "split": prepared.split_name,
-            "captions_per_item": spec.captions_per_item, "preprocessing": self.prep.fingerprint(),
+            "captions_per_item": spec.captions_per_item, "preprocessing": self.store.prep.fingerprint(),
             "max_words": self.cfg.data.max_words, "max_audio_segments": self.cfg.data.max_audio_segments,
             "missing_audio": self.cfg.data.missing_audio, "ties": self.cfg.eval.ties, "protocol": self.cfg.protocol,
             "selection_split": self.cfg.eval.selection_split, "modalities": sorted(self.modalities),
@@ -343,7 +348,7 @@ class Reproduction:
                 **(tags or {})}
         checkpoints = Checkpointer(checkpoint_dir(self.out, name), train_cfg.keep_last,
                                    extra={"config": to_dict(self.cfg), "stage": name,
-                                          "preprocessing_fingerprint": self.prep.fingerprint()})
+                                          "preprocessing_fingerprint": self.store.prep.fingerprint()})
         with self.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), self._run(name, tags) as run:
 
             def log_step(metrics: dict[str, float], step: int) -> None:

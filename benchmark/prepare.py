@@ -1,26 +1,30 @@
-"""`clip4vla prepare TASK --root DIR`: check a dataset, decode every item once into the cache, write the manifest.
+"""`clip4vla prepare TASK --root DIR`: check a dataset, decode every item once into the media store, write the
+manifest.
 
 The manifest (CSV, one row per item and split) records id, split, has_video, has_audio, duration, decodable,
-bytes, sha256 and the reason of any failure, so what a run used can be compared across machines. Re-running
-decodes only what is not cached yet.
+bytes, sha256, the reason of any failure, the store shard holding it and whether this prepare decoded it again
+because its media changed, so what a run used can be compared across machines. Re-running decodes only what is
+not stored yet, or changed since (a file added, replaced or repaired).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from pathlib import Path
 
 from tqdm import tqdm
 
 from benchmark.config import RunConfig
 from benchmark.data import media_counts
-from benchmark.media.cache import MediaCache, MediaStatus, Preprocessing
-from benchmark.pipeline import cache_dir
+from benchmark.media.decode import MediaStatus
+from benchmark.media.store import write_atomically
+from benchmark.pipeline import media_store
 from benchmark.registry import load_tasks
 
 MANIFEST_COLUMNS = ("id", "split", "has_video", "has_audio", "duration", "decodable", "bytes", "sha256",
-                    "video_error", "audio_error")
+                    "video_error", "audio_error", "shard", "media_changed")
 BROKEN = {"corrupt", "empty", "too_short", "non_finite"}
 
 
@@ -43,22 +47,25 @@ def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: i
     task = load_tasks().get(task_name)()
     spec = task.spec
     root = Path(cfg.data.root) / spec.data_dir
-    cache = MediaCache(cache_dir(cfg), Preprocessing.of(cfg.data))
+    store = media_store(cfg)
     loaded = {split: task.load(root, split, cfg.data.limit, cfg.data.audio_template) for split in splits or spec.splits}
     everything = [clip for clips in loaded.values() for clip in clips]
-    with tqdm(total=len({c.media_key for c in everything}), desc=f"decode {task_name}", unit="clip",
+    with tqdm(total=len({c.media_key for c in store.stale(everything)}), desc=f"decode {task_name}", unit="clip",
               disable=None) as bar:
-        cache.fill(everything, progress=lambda done, total: bar.update(1), workers=workers)
+        store.fill(everything, progress=lambda done, total: bar.update(1), workers=workers)
     needs_video = "video" in spec.modalities
-    manifest = cache.dir / f"manifest-{task_name}.csv"
+    manifest = store.dir / f"manifest-{task_name}.csv"
     summary = {}
-    with manifest.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        for split, clips in loaded.items():
-            statuses = [cache.status(c) for c in clips]
-            for status in statuses:
-                row = {k: v for k, v in dataclasses.asdict(status).items() if k != "clip_id"}
-                writer.writerow({"id": status.clip_id, "split": split, "decodable": status.decodable, **row})
-            summary[split] = summarise(statuses, needs_video)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS)
+    writer.writeheader()
+    for split, clips in loaded.items():
+        statuses = [store.status(c) for c in clips]
+        for clip, status in zip(clips, statuses, strict=True):
+            row = {k: v for k, v in dataclasses.asdict(status).items() if k != "clip_id"}
+            writer.writerow({"id": status.clip_id, "split": split, "decodable": status.decodable, **row,
+                             "shard": store.shard_of(clip), "media_changed": clip.media_key in store.changed})
+        summary[split] = {**summarise(statuses, needs_video),
+                          "media_changed": sum(c.media_key in store.changed for c in clips)}
+    write_atomically(manifest, text.getvalue())
     return summary, manifest

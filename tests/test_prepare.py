@@ -10,7 +10,8 @@ import torch
 from benchmark.cli import main
 from benchmark.config import load_config
 from benchmark.errors import UserError
-from benchmark.media.cache import MediaCache, Preprocessing
+from benchmark.media.decode import Preprocessing
+from benchmark.media.store import MediaStore
 from benchmark.prepare import prepare
 from tasks.vatex import VATEXRetrieval
 
@@ -52,9 +53,9 @@ def test_msrvtt_manifest_flags_missing_truncated_and_trackless_videos(msrvtt_sma
     from benchmark.data import prepare_split
     from tasks.msrvtt import MSRVTTRetrieval
 
-    cache = MediaCache(tmp_path / "cache", Preprocessing.of(cfg.data))
+    store = MediaStore(tmp_path / "cache", Preprocessing.of(cfg.data))
     for split in ("train_9k", "test_1k_a"):
-        counts = prepare_split(MSRVTTRetrieval().load(root, split), cache, "zero").counts
+        counts = prepare_split(MSRVTTRetrieval().load(root, split), store, "zero").counts
         assert (counts["missing_video"], counts["missing_audio"]) == (
             summary[split]["missing_video"], summary[split]["missing_audio"])
     assert summary["train_9k"]["missing_video"] >= len(planted["truncated"])  # a broken video is a missing one
@@ -69,20 +70,12 @@ def test_rerun_decodes_nothing_new(generated, tmp_path):
     cfg = load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])
     clips = VATEXRetrieval().load(root / "vatex", "test")
     first = []
-    MediaCache(tmp_path, Preprocessing.of(cfg.data)).fill(clips, progress=lambda done, total: first.append(done))
+    MediaStore(tmp_path, Preprocessing.of(cfg.data)).fill(clips, progress=lambda done, total: first.append(done))
     assert len(first) == len(clips)  # a fresh cache decodes every clip (and reports it)
     prepare("vatex_retrieval", cfg, ["test"], workers=0)
     calls = []
-    MediaCache(tmp_path, Preprocessing.of(cfg.data)).fill(clips, progress=lambda done, total: calls.append(done))
+    MediaStore(tmp_path, Preprocessing.of(cfg.data)).fill(clips, progress=lambda done, total: calls.append(done))
     assert calls == []
-
-
-def test_cache_made_under_another_fingerprint_is_refused(tmp_path):
-    made = MediaCache(tmp_path, Preprocessing(max_frames=12))
-    with pytest.raises(UserError) as err:
-        MediaCache(made.dir, Preprocessing(max_frames=8))  # pointing at the fingerprint folder itself
-    assert "another preprocessing fingerprint (max_frames 12 -> 8)" in str(err.value)
-    assert MediaCache(tmp_path, Preprocessing(max_frames=8)).dir != made.dir  # the parent keeps both
 
 
 def test_prepare_command_prints_the_summary(generated, capsys):
@@ -117,7 +110,7 @@ def test_synth_is_deterministic_for_a_seed(tmp_path):
 
 
 def test_segments_of_one_video_are_decoded_once_and_cut_as_if_decoded_alone(generated, monkeypatch):
-    from benchmark.media import cache as cache_module
+    from benchmark.media import decode as decode_module
     from benchmark.media import video as video_fe
     from tasks.pretrain import HowTo100M
 
@@ -126,20 +119,20 @@ def test_segments_of_one_video_are_decoded_once_and_cut_as_if_decoded_alone(gene
     videos = {c.video for c in clips}
     assert len(clips) > len(videos)  # several segments per video
     prep = Preprocessing.of(load_config({}, []).data)
-    alone = [cache_module.decode_clips([c], prep)[0] for c in clips]
+    alone = [decode_module.decode_clips([c], prep)[0] for c in clips]
     calls = []
     real = video_fe.decode_seconds
     monkeypatch.setattr(video_fe, "decode_seconds", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     together = []
     for video in videos:
         group = [c for c in clips if c.video == video]
-        together += zip(group, cache_module.decode_clips(group, prep), strict=True)
+        together += zip(group, decode_module.decode_clips(group, prep), strict=True)
     assert sorted(calls) == sorted(videos)  # one decode per file
     by_id = dict((c.id, result) for c, result in together)
     for clip, (entry, status) in zip(clips, alone, strict=True):
         grouped_entry, grouped_status = by_id[clip.id]
         assert grouped_status == status
-        for key in ("frames", "logmel"):
+        for key in ("frames", "wave"):
             assert (entry[key] is None) == (grouped_entry[key] is None)
             if entry[key] is not None:
-                assert torch.equal(entry[key], grouped_entry[key])
+                assert torch.equal(torch.as_tensor(entry[key]), torch.as_tensor(grouped_entry[key]))

@@ -40,7 +40,8 @@ def test_the_shipped_configs_are_in_range():
 def test_broken_audio_is_a_recorded_media_failure_and_never_cached_as_audio(tmp_path, name):
     from benchmark.items import Clip
     from benchmark.media.audio import read_waveform
-    from benchmark.media.cache import MediaCache, Preprocessing
+    from benchmark.media.decode import Preprocessing
+    from benchmark.media.store import MediaStore
 
     write, reason = BAD_AUDIO[name]
     wav = tmp_path / f"{name}.wav"
@@ -48,10 +49,10 @@ def test_broken_audio_is_a_recorded_media_failure_and_never_cached_as_audio(tmp_
     with pytest.raises(MediaError) as caught:
         read_waveform(wav)
     assert caught.value.reason == reason
-    cache = MediaCache(tmp_path / "cache", Preprocessing())
+    store = MediaStore(tmp_path / "store", Preprocessing())
     clip = Clip(name, ("a caption",), None, wav)
-    cache.fill([clip])
-    status = cache.status(clip)
+    store.fill([clip])
+    status = store.status(clip)
     assert (status.has_audio, status.audio_error) == (False, reason)
 
 

@@ -101,19 +101,38 @@ def _read_container_audio(path: Path) -> tuple[np.ndarray, int]:
 
 
 def lmr_channels(wave: np.ndarray, rate: int) -> torch.Tensor:
-    """[C, N] at `rate` -> float64 [3, N'] = (L, (L+R)/2, R) at 16 kHz, centred 60 s at most (spec §3 step 2).
+    """[C, N] at `rate` -> float64 [3, N'] = (L, (L+R)/2, R) at 16 kHz, centred 60 s at most (spec §3 step 2):
+    `lmr(to_16k(...))`."""
+    return lmr(torch.from_numpy(to_16k(wave, rate)))
 
-    Mono is duplicated (L = M = R). More than two channels keep the first two (front left/right). The crop is
-    taken at the original rate, then every channel is resampled as `resample_16k` does.
-    """
+
+def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
+    """[C, N] at `rate` -> float64 [min(C, 2), N'] at 16 kHz: more than two channels keep the first two (front
+    left/right); the centred 60 s crop is taken at the original rate, then every channel is resampled as
+    `resample_16k` does."""
     max_len = int(MAX_SECONDS * rate)
     if wave.shape[1] > max_len:
         start = (wave.shape[1] - max_len) // 2
         wave = wave[:, start : start + max_len]
-    x = torch.from_numpy(resample_16k(np.asarray(wave[:2], dtype=np.float64), rate))
+    return resample_16k(np.asarray(wave[:2], dtype=np.float64), rate)
+
+
+def lmr(x: torch.Tensor) -> torch.Tensor:
+    """[1 or 2, N] -> [3, N] = (L, (L+R)/2, R); mono is duplicated (L = M = R)."""
     if x.shape[0] == 1:
         x = x.expand(2, -1)
     return torch.stack([x[0], (x[0] + x[1]) / 2, x[1]])
+
+
+PCM_SCALE = 2.0**31  # stored samples are int32 with the PCM bits at the top, as libsndfile reads them
+
+
+def pcm(x: np.ndarray, bits: int) -> np.ndarray:
+    """float [C, N] -> int32 [C, N]: `bits`-bit PCM (rounded, clipped) in the top bits, as a WAV/FLAC writer
+    stores it. Lossless for audio read from 16-bit files at 16 kHz (each sample is k / 32768), whatever `bits`."""
+    full = 2.0 ** (bits - 1)
+    q = np.clip(np.round(x * full), -full, full - 1).astype(np.int64)
+    return (q << (32 - bits)).astype(np.int32)
 
 
 def resample_16k(x: np.ndarray, rate: int) -> np.ndarray:

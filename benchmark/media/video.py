@@ -1,7 +1,7 @@
 """Video front-end (spec §4): decode with PyAV, one frame per second, uniform subsampling, CLIP transform.
 
-Frames are cached as uint8 [T, 3, 224, 224] after resize and centre crop; `normalize` applies CLIP's mean/std
-when a batch is built, so the cache stays 4x smaller than float frames.
+Frames are stored as JPEG with the shorter side resized to 224 and centre-cropped when read (media/store.py);
+`normalize` applies CLIP's mean/std when a batch is built.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def decode_frames(path: Path, max_frames: int, size: int = FRAME_SIZE, start: float | None = None,
                   end: float | None = None) -> torch.Tensor:
     """uint8 [T, 3, size, size]: the first frame of each second, uniformly subsampled to at most `max_frames`
-    (`decode_seconds` then `cut_frames`). Raises MediaError for missing, empty, corrupt or stream-less files."""
-    return cut_frames(decode_seconds(path, second_range(start, end)[1]), path, max_frames, size, start, end)
+    (`decode_seconds`, `cut_frames`, `center_crop`). Raises MediaError for missing, empty, corrupt or stream-less
+    files."""
+    seconds = decode_seconds(path, second_range(start, end)[1])
+    return center_crop(cut_frames(seconds, path, max_frames, size, start, end), size)
 
 
 def second_range(start: float | None, end: float | None) -> tuple[int, float]:
@@ -68,7 +70,8 @@ def decode_seconds(path: Path, last: float = math.inf) -> list:
 def cut_frames(seconds: list, path: Path, max_frames: int, size: int = FRAME_SIZE, start: float | None = None,
                end: float | None = None) -> torch.Tensor:
     """One segment's frames from `decode_seconds`: its seconds, `linspace`-subsampled beyond `max_frames`
-    (slice_framepos 2), resized and centre-cropped. A segment with no decoded second is MediaError corrupt."""
+    (slice_framepos 2), the shorter side resized to `size` (uint8 [T, 3, H, W]; `center_crop` makes them
+    square). A segment with no decoded second is MediaError corrupt."""
     first, last = second_range(start, end)
     picked = seconds[first : None if last == math.inf else int(last)]
     if not picked:
@@ -76,20 +79,25 @@ def cut_frames(seconds: list, path: Path, max_frames: int, size: int = FRAME_SIZ
     if len(picked) > max_frames:
         keep = np.linspace(0, len(picked) - 1, num=max_frames, dtype=int)
         picked = [picked[i] for i in keep]
-    return torch.stack([_resize_crop(image, size) for image in picked])
+    return torch.stack([_resize(image, size) for image in picked])
 
 
-def _resize_crop(image, size: int) -> torch.Tensor:
-    """PIL image -> uint8 [3, size, size]: bicubic resize of the shorter side, then centre crop (CLIP)."""
+def _resize(image, size: int) -> torch.Tensor:
+    """PIL image -> uint8 [3, H, W] with the shorter side `size` (bicubic, CLIP's Resize)."""
     from PIL import Image
 
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
     image = image.convert("RGB").resize((new_w, new_h), Image.BICUBIC)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """[..., H, W] -> [..., size, size], CLIP's CenterCrop (the offsets PIL's crop takes)."""
+    height, width = frames.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return frames[..., top : top + size, left : left + size].contiguous()
 
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:

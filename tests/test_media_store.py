@@ -1,0 +1,264 @@
+"""The media store (issue 13 item 1): WebDataset shards that standard tools read, entries equal to what the
+front-ends decode (within JPEG's and 16-bit PCM's error), a prepare killed at any point resumes to a byte-equal
+store, media changed after a prepare are decoded again, and damaged entries are named, never another clip's."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+import torch
+
+from benchmark.errors import UserError
+from benchmark.media import audio as audio_fe
+from benchmark.media import video as video_fe
+from benchmark.media.decode import Preprocessing
+from benchmark.media.store import BadEntry, MediaStore
+from tasks.audiocaps import AudioCapsRetrieval
+from tasks.vatex import VATEXRetrieval
+
+SMALL_SHARDS = 200_000  # bytes: a few clips per shard, so a prepare writes several
+
+
+@pytest.fixture
+def vatex_test(generated, tmp_path):
+    """VATEX's test clips (video + audio track) and a fresh store."""
+    clips = VATEXRetrieval().load(generated[0] / "vatex", "test")
+    return clips, MediaStore(tmp_path / "store", Preprocessing(), shard_bytes=SMALL_SHARDS)
+
+
+def stored_log_mel(entry: dict) -> torch.Tensor:
+    return audio_fe.log_mel(audio_fe.lmr(entry["wave"]))
+
+
+def shard_bytes(store: MediaStore) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(store.shards.iterdir())}
+
+
+def test_entries_equal_the_front_ends_within_jpeg_and_pcm16_error(vatex_test):
+    clips, store = vatex_test
+    store.fill(clips)
+    assert len(list(store.shards.glob("*.tar"))) > 1
+    decoded = [c for c in clips if store.status(c).has_video and store.status(c).has_audio]
+    assert decoded
+    for clip in decoded:
+        entry = store.load(clip)
+        frames = video_fe.decode_frames(clip.video, Preprocessing().max_frames)
+        assert entry["frames"].shape == frames.shape and entry["frames"].dtype == torch.uint8
+        error = (entry["frames"].float() - frames.float()).abs()
+        assert error.mean() < 1.5 and error.max() <= 64  # JPEG quality 95 (README: measured pixel error)
+        logmel = audio_fe.file_log_mel(clip.audio)
+        assert stored_log_mel(entry).shape == logmel.shape
+        assert (stored_log_mel(entry) - logmel).abs().max() < 0.01  # dB: the audio tests' tolerance (24-bit PCM)
+
+
+@pytest.mark.parametrize("bits", [16, 24])
+def test_storage_is_exact_for_16khz_16bit_audio(generated, tmp_path, bits):
+    """The authors' audios_16k files (16 kHz int16 WAV) are stored without loss: the log-mel is bit-equal."""
+    clips = [c for c in AudioCapsRetrieval().load(generated[0] / "audiocaps", "test") if c.audio.is_file()]
+    store = MediaStore(tmp_path, Preprocessing(audio_bits=bits))
+    store.fill(clips)
+    for clip in clips:
+        if store.status(clip).has_audio and audio_fe.read_file(clip.audio)[1] == 16_000:
+            assert torch.equal(stored_log_mel(store.load(clip)), audio_fe.file_log_mel(clip.audio))
+
+
+def test_shards_are_webdataset_tars_that_standard_tools_read(vatex_test):
+    import webdataset
+
+    clips, store = vatex_test
+    store.fill(clips)
+    first = sorted(store.shards.glob("*.tar"))[0]
+    with tarfile.open(first) as tar:
+        names = tar.getnames()
+    assert any(n.endswith(".000.jpg") for n in names) and any(n.endswith(".flac") for n in names)
+    samples = list(webdataset.WebDataset(str(first), shardshuffle=False))
+    index = json.loads(first.with_suffix(".json").read_text())
+    assert [s["__key__"] for s in samples] == [e["key"] for e in index["entries"]]
+    assert all(json.loads(s["json"])["media_key"] for s in samples)
+
+
+def test_an_unchanged_store_is_not_written_again(vatex_test):
+    clips, store = vatex_test
+    store.fill(clips)
+    before = shard_bytes(store)
+    calls = []
+    MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).fill(clips, progress=lambda done, total: calls.append(done))
+    assert calls == [] and shard_bytes(store) == before
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from benchmark.media.decode import Preprocessing
+    from benchmark.media.store import MediaStore
+    from tasks.vatex import VATEXRetrieval
+    data, store, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    clips = VATEXRetrieval().load(data, "test")
+    def progress(done, total):
+        if done == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    MediaStore(store, Preprocessing(), shard_bytes=int(sys.argv[4])).fill(clips, progress=progress)
+""")
+
+
+@pytest.mark.parametrize("kill_after", [1, 4, 9])  # inside the first shard, after one committed, later
+def test_a_prepare_killed_mid_write_resumes_to_a_byte_equal_store(vatex_test, generated, tmp_path, kill_after):
+    clips, uninterrupted = vatex_test
+    uninterrupted.fill(clips)
+    killed = tmp_path / "killed"
+    run = subprocess.run([sys.executable, "-c", KILLER, str(generated[0] / "vatex"), str(killed), str(kill_after),
+                          str(SMALL_SHARDS)], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr.decode()[-2000:]
+    store = MediaStore(killed, Preprocessing(), SMALL_SHARDS)
+    assert len(store) < len({c.media_key for c in clips})  # the kill lost the shard being written
+    store.fill(clips)
+    assert shard_bytes(store) == shard_bytes(uninterrupted)
+
+
+def test_a_tar_committed_without_its_index_is_written_again(vatex_test):
+    """The window between the tar's rename and its index: the rerun writes the shard again, byte-equal."""
+    clips, store = vatex_test
+    store.fill(clips)
+    before = shard_bytes(store)
+    last = sorted(store.shards.glob("*.json"))[-1]
+    last.unlink()
+    MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).fill(clips)
+    assert shard_bytes(store) == before
+
+
+def test_media_added_or_replaced_after_a_prepare_are_decoded_again(generated, tmp_path):
+    root = tmp_path / "audiocaps"
+    shutil.copytree(generated[0] / "audiocaps", root)
+    clips = AudioCapsRetrieval().load(root, "test")
+    missing = [c for c in clips if not c.audio.exists()]
+    present = [c for c in clips if c.audio.is_file() and c.audio.stat().st_size > 1000]
+    assert missing and present
+    store = MediaStore(tmp_path / "store", Preprocessing())
+    store.fill(clips)
+    assert not store.status(missing[0]).has_audio
+    shutil.copy(present[0].audio, missing[0].audio)  # the download finished after the first prepare
+    os.utime(present[1].audio, ns=(1, 1))  # a file replaced in place (another mtime)
+    reopened = MediaStore(tmp_path / "store", Preprocessing())
+    assert {c.id for c in reopened.stale(clips)} == {missing[0].id, present[1].id}
+    reopened.fill(clips)
+    assert reopened.status(missing[0]).has_audio
+    assert reopened.changed == {missing[0].media_key, present[1].media_key}
+    assert MediaStore(tmp_path / "store", Preprocessing()).stale(clips) == []
+
+
+def _first_entry(store: MediaStore):
+    index_path = sorted(store.shards.glob("*.json"))[0]
+    return index_path, json.loads(index_path.read_text())
+
+
+def test_damaged_entries_are_named_never_another_clips_tensors(vatex_test, caplog):
+    clips, store = vatex_test
+    store.fill(clips)
+    index_path, index = _first_entry(store)
+    by_key = {e["key"]: c for c in clips for e in index["entries"] if e["media_key"] == c.media_key}
+    first, second = (by_key[e["key"]] for e in index["entries"][:2])
+    tar = index_path.with_suffix(".tar")
+    good = tar.read_bytes()
+
+    # garbage inside the first entry's first frame (the size stays, so the shard is opened)
+    with tarfile.open(tar) as t:
+        member = next(m for m in t.getmembers() if m.name.endswith(".000.jpg"))
+    damaged = bytearray(good)
+    damaged[member.offset_data + 100 : member.offset_data + 200] = bytes(100)
+    tar.write_bytes(bytes(damaged))
+    with pytest.raises(BadEntry, match=rf"{tar.name}.*'{first.id}'.*000.jpg is damaged"):
+        MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(first)
+    tar.write_bytes(good)
+
+    # swapped records: position 0 now claims to be the second clip
+    index["entries"][0], index["entries"][1] = index["entries"][1], index["entries"][0]
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(BadEntry, match=rf"'{second.id}'.*holds sample"):
+        MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(second)
+    index["entries"][0], index["entries"][1] = index["entries"][1], index["entries"][0]
+
+    # a record whose shape the files do not have
+    frames = index["entries"][0]["frames"]
+    index["entries"][0]["frames"] = [frames[0], 3, frames[2] + 8, frames[3]]
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(BadEntry, match="frames decode to"):
+        MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(first)
+    index["entries"][0]["frames"] = frames
+    index_path.write_text(json.dumps(index))
+
+    # a truncated tar: the shard is left out with a warning and its clips are decoded again
+    tar.write_bytes(good[: len(good) // 2])
+    with caplog.at_level(logging.WARNING, logger="benchmark.media.store"):
+        reopened = MediaStore(store.dir, Preprocessing(), SMALL_SHARDS)
+    assert f"{tar.name} has {len(good) // 2} bytes" in caplog.text
+    assert first in reopened.stale(clips)
+    reopened.fill(clips)
+    assert torch.equal(reopened.load(first)["frames"], store.load(first)["frames"])
+
+
+def test_a_store_of_another_fingerprint_or_an_older_format_is_refused(tmp_path):
+    made = MediaStore(tmp_path, Preprocessing(max_frames=12))
+    made.dir.mkdir(parents=True)
+    (made.dir / "preprocessing.json").write_text(json.dumps({**made.wanted, "store_format": 2}))
+    with pytest.raises(UserError, match=r"another preprocessing fingerprint \(store_format 2 -> 3\).*clip4vla "
+                                        r"prepare"):
+        MediaStore(made.dir, Preprocessing(max_frames=12))
+    with pytest.raises(UserError, match=r"max_frames 12 -> 8"):
+        MediaStore(made.dir, Preprocessing(max_frames=8))
+
+
+def test_a_damaged_entry_is_a_recorded_skip_or_with_bad_entry_error_one_line(vatex_test, caplog):
+    from benchmark.config import load_config
+    from benchmark.data import ClipTensors
+
+    clips, store = vatex_test
+    store.fill(clips)
+    index_path, index = _first_entry(store)
+    record = next(e for e in index["entries"] if e["audio"] is not None)
+    record["crc32"]["flac"] ^= 1  # this entry's audio no longer matches its checksum
+    index_path.write_text(json.dumps(index))
+    damaged = next(c for c in clips if c.media_key == record["media_key"])
+    reopened = MediaStore(store.dir, Preprocessing(), SMALL_SHARDS)
+    data = load_config({}, []).data
+    with caplog.at_level(logging.WARNING, logger="clip4vla"):
+        tensors = ClipTensors(reopened, data)
+        item = tensors(damaged)
+        tensors(damaged)  # read again (the next epoch): warned once
+    assert item["frame_mask"].sum() == 0 and item["audio_mask"].sum() == 0  # without media, never another's
+    (warning,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]  # once per clip
+    assert f"'{damaged.id}'" in warning and "flac is damaged" in warning
+    strict = load_config({}, ["data.bad_entry=error"]).data
+    with pytest.raises(UserError, match=rf"{index_path.with_suffix('.tar').name}.*'{damaged.id}'.*flac is damaged"):
+        ClipTensors(reopened, strict)(damaged)
+
+
+def test_under_torchrun_a_clip_missing_from_the_store_is_one_line_telling_to_prepare(msrvtt_small, tiny_config,
+                                                                                      tmp_path, monkeypatch, capsys):
+    """Rank 0 decoding while the others wait would outlast NCCL's 10-minute barrier: every rank refuses instead,
+    and after `clip4vla prepare` nothing is missing."""
+    import benchmark.distributed
+    from benchmark.cli import main
+    from benchmark.config import load_config
+    from benchmark.pipeline import media_store
+    from tasks.msrvtt import MSRVTTRetrieval
+
+    data = msrvtt_small[0].parent
+    overrides = [f"data.root={data}", f"data.cache={tmp_path / 'store'}"]
+    monkeypatch.setattr(benchmark.distributed, "world_size", lambda: 2)
+    assert main(["evaluate", "msrvtt_retrieval", "--config", str(tiny_config), "--out", str(tmp_path / "out"),
+                 *overrides]) == 2
+    (message,) = capsys.readouterr().err.strip().splitlines()
+    assert "msrvtt_retrieval/test_1k_a: 6 of 6 clips are not in the media store" in message
+    assert f"run `clip4vla prepare msrvtt_retrieval --root {data}` first" in message
+    assert main(["prepare", "msrvtt_retrieval", "--root", str(data), "--splits", "test_1k_a", "--workers", "0",
+                 f"data.cache={tmp_path / 'store'}"]) == 0
+    clips = MSRVTTRetrieval().load(msrvtt_small[0], "test_1k_a")
+    assert media_store(load_config({}, overrides)).stale(clips) == []

@@ -198,6 +198,7 @@ def train(
 
     model.train()
     start, running, last, step_broken = time.perf_counter(), {}, {}, False
+    step_terms: list[torch.Tensor] = []  # [terms] per micro-batch of the current step, still on the device
     while at.step < total:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(at.epoch)
@@ -218,19 +219,22 @@ def train(
             # all_gather's backward sums every rank's gradient into the local slice and DDP then averages over
             # ranks, so the update is exactly d(global loss)/dθ (the authors' op gives 1/world of it, spec §8)
             scaler.scale(loss / accum).backward()
-            values = {key: value.item() for key, value in terms.items()}
-            broken = {key: v for key, v in values.items() if not math.isfinite(v)}
-            if broken and not cfg.skip_nonfinite:
-                raise UserError(f"non-finite loss at step {at.step + 1} (epoch {at.epoch}, micro-batch "
-                                f"{at.micro % accum + 1} of {accum}): "
-                                + ", ".join(f"{k} = {v}" for k, v in broken.items())
-                                + "; training stopped (skip such steps with <stage>.skip_nonfinite=true)")
-            step_broken = step_broken or bool(broken)
-            for key, value in values.items():
-                running[key] = running.get(key, 0.0) + value / accum
+            names = list(terms)
+            step_terms.append(torch.stack([value.detach().float() for value in terms.values()]))
             at.micro += 1
             if not sync:
                 continue
+            # the step's one read-back from the device (none per term or micro-batch): the guard needs it
+            for micro, row in enumerate(torch.stack(step_terms).tolist(), start=1):
+                broken = {key: v for key, v in zip(names, row, strict=True) if not math.isfinite(v)}
+                if broken and not cfg.skip_nonfinite:
+                    raise UserError(f"non-finite loss at step {at.step + 1} (epoch {at.epoch}, micro-batch "
+                                    f"{micro} of {accum}): " + ", ".join(f"{k} = {v}" for k, v in broken.items())
+                                    + "; training stopped (skip such steps with <stage>.skip_nonfinite=true)")
+                step_broken = step_broken or bool(broken)
+                for key, value in zip(names, row, strict=True):
+                    running[key] = running.get(key, 0.0) + value / accum
+            step_terms = []
             if step_broken:  # skip_nonfinite: no update from this step's gradients; the step is counted
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()

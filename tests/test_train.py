@@ -153,3 +153,27 @@ def test_bf16_autocast_trains_on_cpu():
     assert all(torch.isfinite(torch.tensor(losses)))
     assert model.clip.visual.conv1.weight.dtype == torch.float32  # fp32 master weights
     assert not torch.equal(model.clip.visual.conv1.weight, before)
+
+
+def test_loss_terms_are_read_back_once_per_step_not_per_term_and_micro_batch(monkeypatch):
+    """Each read-back from the device (`.item()`, `.tolist()`, `float()`) stalls a GPU: the loop reads the step's
+    loss terms once (the non-finite guard needs them), and the rest only at log steps."""
+    import sys
+
+    import benchmark.train
+
+    model, cfg = tiny_model(0)
+    reads = []
+    for name in ("item", "tolist", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            if sys._getframe(1).f_code.co_filename == benchmark.train.__file__:  # the loop's own reads
+                reads.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    tc = train_config("finetune.max_steps=6", "finetune.grad_accum=2", "finetune.log_every=100")
+    train(model, RetrievalLoss(cfg.loss, "fused"), ClassPairs(24), tc, seed=0, log=lambda m, s: None)
+    logged_at_the_end = 2  # grad norm and logit scale (before: one read per term and micro-batch, 12 + 2 here)
+    assert len(reads) == 6 + logged_at_the_end, reads

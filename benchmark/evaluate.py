@@ -1,12 +1,17 @@
-"""Retrieval evaluation: encode each clip once and each caption once, then score every requested direction."""
+"""Retrieval evaluation: encode each clip once and each caption once, then score every requested direction.
+
+Under torchrun each rank encodes (or captions) its contiguous share of the clips and captions; the features are
+gathered in rank order, so every rank holds what one process computes, and scores it alike.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
+from benchmark import distributed
 from benchmark.data import ClipItems, ClipTensors, PreparedSplit
 from benchmark.metrics import clip_to_text_ranks, postprocess, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
@@ -36,6 +41,23 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def share(n: int) -> range:
+    """This rank's contiguous share of n items: all of them in one process."""
+    world, rank = distributed.world_size(), distributed.rank()
+    return range(n * rank // world, n * (rank + 1) // world)
+
+
+def gathered(parts: list) -> list:
+    """Every rank's `parts` (lists of batches), concatenated in rank order, on every rank."""
+    return [part for ranks in distributed.gather_objects(parts) for part in ranks]
+
+
+def clip_batches(split: PreparedSplit, tensors: ClipTensors, batch_size: int, workers: int = 0) -> DataLoader:
+    """This rank's share of the clips, in order, in batches (the global RNG left untouched)."""
+    mine = Subset(ClipItems(split, tensors), share(len(split.clips)))
+    return DataLoader(mine, batch_size=batch_size, num_workers=workers, generator=torch.Generator())
+
+
 @torch.no_grad()
 def encode(
     model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensors, tokens: torch.Tensor, batch_size: int,
@@ -46,19 +68,18 @@ def encode(
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "fused": []}
-    loader = DataLoader(ClipItems(split, tensors), batch_size=batch_size, num_workers=workers,
-                        generator=torch.Generator())  # leave the global RNG untouched
-    for batch in loader:
+    for batch in clip_batches(split, tensors, batch_size, workers):
         out = model(_to(batch, device))
         for key in parts:
             parts[key].append(out[key].float().cpu())
+    rows = share(tokens.shape[0])
     text = [
-        model.encode_text(tokens[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, tokens.shape[0], batch_size)
+        model.encode_text(tokens[i : min(i + batch_size, rows.stop)].to(device)).float().cpu()
+        for i in range(rows.start, rows.stop, batch_size)
     ]
     model.train(was_training)
     caption_clip = torch.tensor([clip for clip, _ in split.captions])
-    return Encoded(torch.cat(text), caption_clip, {k: torch.cat(v) for k, v in parts.items()})
+    return Encoded(torch.cat(gathered(text)), caption_clip, {k: torch.cat(gathered(v)) for k, v in parts.items()})
 
 
 @dataclass
@@ -108,9 +129,8 @@ def generate_captions(model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensor
     was_training = model.training
     model.eval()
     texts = []
-    loader = DataLoader(ClipItems(split, tensors), batch_size=batch_size, generator=torch.Generator())
-    for batch in loader:
+    for batch in clip_batches(split, tensors, batch_size):
         context = model.context(_to(batch, device))
         texts += [decode(ids) for ids in generate(model, context, max_words, beam)]
     model.train(was_training)
-    return texts
+    return gathered(texts)

@@ -415,8 +415,11 @@ class Reproduction:
         texts = generate_captions(model, data.split, self.tensors, self.tokenizer.decode, self.cfg.data.max_words,
                                   self.cfg.eval.beam, self.cfg.eval.batch_size)
         clips = data.split.clips
-        metrics = caption_scores({c.id: list(c.captions) for c in clips}, {c.id: t for c, t in zip(clips, texts,
-                                                                                                    strict=True)})
+        metrics = None
+        if self.rank == 0:  # pycocoevalcap (and its JVM) once; the other ranks take rank 0's scores
+            metrics = caption_scores({c.id: list(c.captions) for c in clips},
+                                     {c.id: t for c, t in zip(clips, texts, strict=True)})
+        metrics = distributed.gather_objects(metrics)[0]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "captions.jsonl"
         if self.rank == 0:

@@ -63,3 +63,26 @@ def test_a_sweep_under_torchrun_logs_once_and_ends_where_one_process_ends(tmp_pa
         assert ours["final/ta_loss" if name == "pretrain" else "train/loss"] == pytest.approx(
             theirs["final/ta_loss" if name == "pretrain" else "train/loss"], rel=1e-4)
     assert (tmp_path / "two" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_evaluation_shared_across_two_processes_equals_one_process(tmp_path):
+    """Each rank encodes and captions its share of the clips; gathered, rank 0 holds what one process computes."""
+    worker = WORKER.with_name("eval_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                                 "2"])):
+        proc = subprocess.run([sys.executable, *launcher, str(worker), str(tmp_path / f"{name}.pt")], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+    one, two = runs["one"], runs["two"]
+    assert (one["world"], two["world"]) == (1, 2)
+    assert one["text"].shape == two["text"].shape == (14, one["text"].shape[1])
+    torch.testing.assert_close(two["text"], one["text"], atol=1e-5, rtol=0)
+    for key in ("video", "audio", "fused"):
+        assert two["clips"][key].shape[0] == 7
+        torch.testing.assert_close(two["clips"][key], one["clips"][key], atol=1e-5, rtol=0)
+    assert two["captions"] == one["captions"] and len(one["captions"]) == 7
+    assert [len(ids) for ids in two["served"]] == [2 * 3, 2 * 4]  # each clip read once, by one rank, per pass

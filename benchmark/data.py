@@ -106,11 +106,13 @@ class ClipTensors:
         entry = self.entry(clip)
         out: dict[str, torch.Tensor] = {}
         frames = entry["frames"]
-        out["frames"] = torch.zeros(self.cfg.max_frames, 3, video_fe.FRAME_SIZE, video_fe.FRAME_SIZE)
+        # uint8 until `to_device`: a quarter of float frames' bytes to collate, pin and copy
+        out["frames"] = torch.zeros(self.cfg.max_frames, 3, video_fe.FRAME_SIZE, video_fe.FRAME_SIZE,
+                                    dtype=torch.uint8)
         out["frame_mask"] = torch.zeros(self.cfg.max_frames)
         if frames is not None:  # audio-only tasks have no frames: zero mask, nothing is encoded
             n = min(frames.shape[0], self.cfg.max_frames)
-            out["frames"][:n] = video_fe.normalize(frames[:n])
+            out["frames"][:n] = frames[:n]
             out["frame_mask"][:n] = 1
         logmel = entry["logmel"]
         if logmel is None:
@@ -125,6 +127,14 @@ class ClipTensors:
                 out["audio_aug"], _ = audio_fe.segments(augmented, self.cfg.max_audio_segments)
         out["audio_type"] = torch.tensor(clip.audio_type)
         return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch on `device`, its uint8 frames normalised there (CLIP's mean and std, spec §4)."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if "frames" in out and out["frames"].dtype == torch.uint8:
+        out["frames"] = video_fe.normalize(out["frames"])
+    return out
 
 
 class CaptionPairs(Dataset):

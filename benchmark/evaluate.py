@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from benchmark import distributed
-from benchmark.data import ClipItems, ClipTensors, PreparedSplit
+from benchmark.data import ClipItems, ClipTensors, PreparedSplit, to_device
 from benchmark.metrics import clip_to_text_ranks, postprocess, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
 
@@ -37,10 +37,6 @@ class Encoded:
     clips: dict[str, torch.Tensor]
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def share(n: int) -> range:
     """This rank's contiguous share of n items: all of them in one process."""
     world, rank = distributed.world_size(), distributed.rank()
@@ -52,10 +48,12 @@ def gathered(parts: list) -> list:
     return [part for ranks in distributed.gather_objects(parts) for part in ranks]
 
 
-def clip_batches(split: PreparedSplit, tensors: ClipTensors, batch_size: int, workers: int = 0) -> DataLoader:
+def clip_batches(split: PreparedSplit, tensors: ClipTensors, batch_size: int, device: torch.device,
+                 workers: int = 0) -> DataLoader:
     """This rank's share of the clips, in order, in batches (the global RNG left untouched)."""
     mine = Subset(ClipItems(split, tensors), share(len(split.clips)))
-    return DataLoader(mine, batch_size=batch_size, num_workers=workers, generator=torch.Generator())
+    return DataLoader(mine, batch_size=batch_size, num_workers=workers, generator=torch.Generator(),
+                      pin_memory=device.type == "cuda")
 
 
 @torch.no_grad()
@@ -68,8 +66,8 @@ def encode(
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "fused": []}
-    for batch in clip_batches(split, tensors, batch_size, workers):
-        out = model(_to(batch, device))
+    for batch in clip_batches(split, tensors, batch_size, device, workers):
+        out = model(to_device(batch, device))
         for key in parts:
             parts[key].append(out[key].float().cpu())
     rows = share(tokens.shape[0])
@@ -129,8 +127,8 @@ def generate_captions(model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensor
     was_training = model.training
     model.eval()
     texts = []
-    for batch in clip_batches(split, tensors, batch_size):
-        context = model.context(_to(batch, device))
+    for batch in clip_batches(split, tensors, batch_size, device):
+        context = model.context(to_device(batch, device))
         texts += [decode(ids) for ids in generate(model, context, max_words, beam)]
     model.train(was_training)
     return gathered(texts)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
-from benchmark.data import epoch_indices
+from benchmark.data import epoch_indices, to_device
 from benchmark.errors import UserError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -207,9 +207,10 @@ def train(
                 for i in order[b * micro_batch + rank * per_rank : b * micro_batch + (rank + 1) * per_rank]]
         # a private generator: creating the loader must not draw from the global RNG (exact resume)
         loader = DataLoader(dataset, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=workers,
-                            generator=torch.Generator().manual_seed(seed * 1000 + at.epoch))
+                            generator=torch.Generator().manual_seed(seed * 1000 + at.epoch),
+                            pin_memory=device.type == "cuda")  # pinned: the non-blocking copies overlap compute
         for batch in loader:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = to_device(batch, device)
             sync = (at.micro + 1) % accum == 0
             with autocast, (nullcontext() if sync else distributed.no_sync(net)):
                 out = net(batch, objective=objective)

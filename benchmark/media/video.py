@@ -1,7 +1,7 @@
 """Video front-end (spec §4): decode with PyAV, one frame per second, uniform subsampling, CLIP transform.
 
 Frames are stored as JPEG with the shorter side resized to 224 and centre-cropped when read (media/store.py);
-`normalize` applies CLIP's mean/std when a batch is built.
+they travel as uint8 and `normalize` applies CLIP's mean/std on the device (data.to_device).
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> float with CLIP's mean and std."""
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=frames.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=frames.device).view(3, 1, 1)
     return (frames.float() / 255.0 - mean) / std
 
 

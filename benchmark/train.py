@@ -198,7 +198,7 @@ def train(
 
     model.train()
     start, running, last, step_broken = time.perf_counter(), {}, {}, False
-    step_terms: list[torch.Tensor] = []  # [terms] per micro-batch of the current step, still on the device
+    step_terms: list[tuple[list[str], torch.Tensor]] = []  # each micro-batch's terms this step, still on the device
     while at.step < total:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(at.epoch)
@@ -220,13 +220,18 @@ def train(
             # all_gather's backward sums every rank's gradient into the local slice and DDP then averages over
             # ranks, so the update is exactly d(global loss)/dθ (the authors' op gives 1/world of it, spec §8)
             scaler.scale(loss / accum).backward()
-            names = list(terms)
-            step_terms.append(torch.stack([value.detach().float() for value in terms.values()]))
+            step_terms.append((list(terms), torch.stack([value.detach().float() for value in terms.values()])))
             at.micro += 1
             if not sync:
                 continue
-            # the step's one read-back from the device (none per term or micro-batch): the guard needs it
-            for micro, row in enumerate(torch.stack(step_terms).tolist(), start=1):
+            # the step's one read-back from the device (none per term or micro-batch): the guard needs it. The
+            # terms may differ between micro-batches (an audio term needs two clips with audio in its batch).
+            flat = torch.cat([values for _, values in step_terms]).tolist()
+            rows, start = [], 0
+            for names, values in step_terms:
+                rows.append((names, flat[start : start + len(names)]))
+                start += len(names)
+            for micro, (names, row) in enumerate(rows, start=1):
                 broken = {key: v for key, v in zip(names, row, strict=True) if not math.isfinite(v)}
                 if broken and not cfg.skip_nonfinite:
                     raise UserError(f"non-finite loss at step {at.step + 1} (epoch {at.epoch}, micro-batch "

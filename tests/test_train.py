@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from helpers import ClassPairs, tiny_model, train_config
@@ -177,3 +179,24 @@ def test_loss_terms_are_read_back_once_per_step_not_per_term_and_micro_batch(mon
     train(model, RetrievalLoss(cfg.loss, "fused"), ClassPairs(24), tc, seed=0, log=lambda m, s: None)
     logged_at_the_end = 2  # grad norm and logit scale (before: one read per term and micro-batch, 12 + 2 here)
     assert len(reads) == 6 + logged_at_the_end, reads
+
+
+class SomeWithoutAudio(ClassPairs):
+    """Half the corpus lacks audio (AudioSet / HowTo100M clips without a track)."""
+
+    def __getitem__(self, index):
+        item = dict(self.items[index])
+        if index % 2:
+            item["audio_mask"] = torch.zeros(1)
+        return item
+
+
+def test_micro_batches_with_different_loss_terms_accumulate_by_name():
+    """An audio term needs two clips with audio in its micro-batch, so micro-batches of one step can have
+    different terms: each is logged under its own name, averaged over the step's micro-batches."""
+    model, cfg = tiny_model(0, "loss.released_terms=true")
+    logged = {}
+    tc = train_config("finetune.max_steps=12", "finetune.grad_accum=2", "finetune.batch_size=4")
+    train(model, PretrainLoss(cfg.loss), SomeWithoutAudio(32), tc, seed=0, log=lambda m, s: logged.update({s: m}))
+    assert len(logged) == 12 and all(math.isfinite(v) for m in logged.values() for v in m.values())
+    assert any("train/ta_loss" not in m for m in logged.values()) and any("train/ta_loss" in m for m in logged.values())

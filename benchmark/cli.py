@@ -45,7 +45,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from benchmark.prepare import prepare
 
     cfg = load_config({}, [f"data.root={Path(args.root).resolve()}", *args.overrides])
-    summary, manifest = prepare(args.task, cfg, args.splits.split(",") if args.splits else None, args.workers)
+    summary, manifest = prepare(args.task, cfg, args.splits.split(",") if args.splits else None, args.workers,
+                                args.verify)
     columns = ("items", "missing_video", "missing_audio", "no_audio_track", "undecodable", "media_changed")
     print(f"{'split':<18}" + "".join(f"{c.replace('_', ' '):>16}" for c in columns))
     for split, counts in summary.items():
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="folder holding the dataset folders (data.root)")
     p.add_argument("--splits", help="comma-separated splits (default: all of the task's splits)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0: in this process)")
+    p.add_argument("--verify", action="store_true", help="check every stored entry's checksums first and decode "
+                   "the damaged ones again")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.max_frames=12 data.cache=/fast/cache")
     p.set_defaults(func=cmd_prepare)
 

@@ -57,7 +57,7 @@ class DataConfig:
     workers: int = 0  # DataLoader worker processes
     audio_bits: Literal[16, 24] = 24  # stored PCM: 24 within 0.004 dB of the float log-mel; 16 halves the bytes
     shard_mb: int = 1024  # size of the store's tar shards: a killed `prepare` loses at most one
-    bad_entry: Literal["skip", "error"] = "skip"  # a damaged store entry: the clip without media (warned), or stop
+    bad_entry: Literal["error", "skip"] = "error"  # a damaged store entry: stop, or go on without its media
 
 
 @dataclass

@@ -87,16 +87,18 @@ class ClipTensors:
         self.reported: set[str] = set()
 
     def entry(self, clip: Clip) -> dict[str, torch.Tensor | None]:
-        """frames and log-mel of a clip; a damaged store entry is an error under data.bad_entry=error, else a
-        recorded skip: the clip goes on without media (zero masks), with one warning naming shard and clip."""
+        """frames and log-mel of a clip. A damaged store entry is a one-line error (data.bad_entry=error, the
+        default: a number computed without it would not be the run's), or under data.bad_entry=skip the clip goes
+        on without media (zero masks), warned once per reading process."""
         try:
             entry = self.store.load(clip)
         except BadEntry as exc:
+            fix = "run `clip4vla prepare TASK --verify` to decode it again"
             if self.cfg.bad_entry == "error":
-                raise UserError(f"{exc} (data.bad_entry=skip goes on without it)") from None
+                raise UserError(f"{exc}: {fix} (data.bad_entry=skip trains and scores it without media)") from None
             if clip.media_key not in self.reported:
                 self.reported.add(clip.media_key)
-                log.warning("%s; the clip is used without media (run `clip4vla prepare` to decode it again)", exc)
+                log.warning("%s; the clip is used without media (%s)", exc, fix)
             return {"frames": None, "logmel": None}
         wave = entry["wave"] if self.use_audio else None
         logmel = None if wave is None else audio_fe.log_mel(audio_fe.lmr(wave), self.cfg.stft_pad_mode)

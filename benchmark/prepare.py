@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,6 +27,7 @@ from benchmark.registry import load_tasks
 MANIFEST_COLUMNS = ("id", "split", "has_video", "has_audio", "duration", "decodable", "bytes", "sha256",
                     "video_error", "audio_error", "shard", "media_changed")
 BROKEN = {"corrupt", "empty", "too_short", "non_finite"}
+log = logging.getLogger("clip4vla")
 
 
 def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
@@ -41,15 +43,18 @@ def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
     }
 
 
-def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: int
+def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: int, verify: bool = False
             ) -> tuple[dict[str, dict[str, int]], Path]:
-    """Decode every clip of `splits` (default: all) of a task; returns the counts per split and the manifest."""
+    """Decode every clip of `splits` (default: all) of a task; returns the counts per split and the manifest.
+    `verify` first checks every stored entry and decodes the damaged ones again (each named in a warning)."""
     task = load_tasks().get(task_name)()
     spec = task.spec
     root = Path(cfg.data.root) / spec.data_dir
     store = media_store(cfg)
     loaded = {split: task.load(root, split, cfg.data.limit, cfg.data.audio_template) for split in splits or spec.splits}
     everything = [clip for clips in loaded.values() for clip in clips]
+    for damaged in store.verify(everything) if verify else ():
+        log.warning("%s: decoded again", damaged)
     with tqdm(total=len({c.media_key for c in store.stale(everything)}), desc=f"decode {task_name}", unit="clip",
               disable=None) as bar:
         store.fill(everything, progress=lambda done, total: bar.update(1), workers=workers)

@@ -185,13 +185,20 @@ def test_damaged_entries_are_named_never_another_clips_tensors(vatex_test, caplo
         MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(second)
     index["entries"][0], index["entries"][1] = index["entries"][1], index["entries"][0]
 
-    # a record whose shape the files do not have
+    # an index record that lost a bit (a frame fewer, another shape): never fewer frames or another shape
     frames = index["entries"][0]["frames"]
-    index["entries"][0]["frames"] = [frames[0], 3, frames[2] + 8, frames[3]]
-    index_path.write_text(json.dumps(index))
-    with pytest.raises(BadEntry, match="frames decode to"):
-        MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(first)
+    for changed in ([frames[0] - 1, *frames[1:]], [frames[0], 3, frames[2] + 8, frames[3]]):
+        index["entries"][0]["frames"] = changed
+        index_path.write_text(json.dumps(index))
+        with pytest.raises(BadEntry, match="the shard index and the entry's own record disagree"):
+            MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(first)
     index["entries"][0]["frames"] = frames
+    checksums = index["entries"][1].pop("crc32")  # a record without its checksums: the shard is left out
+    index_path.write_text(json.dumps(index))
+    with caplog.at_level(logging.WARNING, logger="benchmark.media.store"):
+        assert first in MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).stale(clips)
+    assert "is unreadable (KeyError" in caplog.text
+    index["entries"][1]["crc32"] = checksums
     index_path.write_text(json.dumps(index))
 
     # a truncated tar: the shard is left out with a warning and its clips are decoded again
@@ -204,15 +211,52 @@ def test_damaged_entries_are_named_never_another_clips_tensors(vatex_test, caplo
     assert torch.equal(reopened.load(first)["frames"], store.load(first)["frames"])
 
 
-def test_a_store_of_another_fingerprint_or_an_older_format_is_refused(tmp_path):
-    made = MediaStore(tmp_path, Preprocessing(max_frames=12))
-    made.dir.mkdir(parents=True)
-    (made.dir / "preprocessing.json").write_text(json.dumps({**made.wanted, "store_format": 2}))
-    with pytest.raises(UserError, match=r"another preprocessing fingerprint \(store_format 2 -> 3\).*clip4vla "
-                                        r"prepare"):
-        MediaStore(made.dir, Preprocessing(max_frames=12))
-    with pytest.raises(UserError, match=r"max_frames 12 -> 8"):
-        MediaStore(made.dir, Preprocessing(max_frames=8))
+# what the one-.pt-per-clip cache (format 2) wrote into preprocessing.json
+OLD_CACHE = {"max_frames": 12, "frame_size": 224, "frames_per_second": 1, "sample_rate": 16000, "n_fft": 512,
+             "hop": 128, "n_mels": 224, "f_max": 8000.0, "top_db": 80.0, "max_seconds": 60.0,
+             "stft_pad_mode": "constant", "resampler": "resampy-kaiser_best", "cache_format": 2}
+
+
+def test_a_store_of_another_fingerprint_or_an_older_format_is_refused(tmp_path, caplog):
+    old = tmp_path / "5c1a2b3c4d5e"
+    old.mkdir()
+    (old / "preprocessing.json").write_text(json.dumps(OLD_CACHE))
+    with pytest.raises(UserError, match=r"media cache of an older clip4vla \(cache format 2.*clip4vla prepare TASK"):
+        MediaStore(old, Preprocessing())
+    with caplog.at_level(logging.WARNING, logger="benchmark.media.store"):
+        store = MediaStore(tmp_path, Preprocessing())  # the parent: a new store next to it, with a warning
+    assert store.dir != old and "older clip4vla (5c1a2b3c4d5e)" in caplog.text
+    store.dir.mkdir()
+    (store.dir / "preprocessing.json").write_text(json.dumps(store.wanted))
+    with pytest.raises(UserError, match=r"another preprocessing fingerprint \(max_frames 12 -> 8"):
+        MediaStore(store.dir, Preprocessing(max_frames=8))
+    (store.dir / "preprocessing.json").write_bytes(bytes(40))
+    with pytest.raises(UserError, match=r"preprocessing.json is unreadable"):
+        MediaStore(store.dir, Preprocessing())
+
+
+def test_a_rerun_writes_the_rest_in_the_order_of_an_uninterrupted_prepare(generated, tmp_path):
+    """Segments of one video that are not contiguous in the clip list ([A0, B0, A1]), one entry per shard:
+    after an interruption, the rerun must write A1 before B0, as the uninterrupted prepare does."""
+    from tasks.pretrain import HowTo100M
+
+    segments = HowTo100M().load(generated[0] / "howto100m", "train")
+    videos = list(dict.fromkeys(c.video for c in segments))
+    a = [c for c in segments if c.video == videos[0]]
+    b = next(c for c in segments if c.video == videos[1])
+    clips = [a[0], b, a[1]]
+    uninterrupted = MediaStore(tmp_path / "one", Preprocessing(), shard_bytes=1)
+    uninterrupted.fill(clips)
+
+    def stop(done, total):
+        if done == 1:
+            raise KeyboardInterrupt
+
+    interrupted = MediaStore(tmp_path / "two", Preprocessing(), shard_bytes=1)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fill(clips, progress=stop)
+    MediaStore(tmp_path / "two", Preprocessing(), shard_bytes=1).fill(clips)
+    assert shard_bytes(interrupted) == shard_bytes(uninterrupted)
 
 
 def test_a_damaged_entry_is_a_recorded_skip_or_with_bad_entry_error_one_line(vatex_test, caplog):
@@ -227,7 +271,7 @@ def test_a_damaged_entry_is_a_recorded_skip_or_with_bad_entry_error_one_line(vat
     index_path.write_text(json.dumps(index))
     damaged = next(c for c in clips if c.media_key == record["media_key"])
     reopened = MediaStore(store.dir, Preprocessing(), SMALL_SHARDS)
-    data = load_config({}, []).data
+    data = load_config({}, ["data.bad_entry=skip"]).data
     with caplog.at_level(logging.WARNING, logger="clip4vla"):
         tensors = ClipTensors(reopened, data)
         item = tensors(damaged)
@@ -235,9 +279,14 @@ def test_a_damaged_entry_is_a_recorded_skip_or_with_bad_entry_error_one_line(vat
     assert item["frame_mask"].sum() == 0 and item["audio_mask"].sum() == 0  # without media, never another's
     (warning,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]  # once per clip
     assert f"'{damaged.id}'" in warning and "flac is damaged" in warning
-    strict = load_config({}, ["data.bad_entry=error"]).data
-    with pytest.raises(UserError, match=rf"{index_path.with_suffix('.tar').name}.*'{damaged.id}'.*flac is damaged"):
+    strict = load_config({}, []).data  # the default: a number computed without the clip would not be the run's
+    with pytest.raises(UserError, match=rf"{index_path.with_suffix('.tar').name}.*'{damaged.id}'.*flac is damaged.*"
+                                        r"prepare TASK --verify"):
         ClipTensors(reopened, strict)(damaged)
+    assert reopened.verify(clips) == [next(iter(caplog.records)).getMessage().split("; the clip")[0]]
+    assert reopened.stale(clips) == [damaged]  # forgotten: the next fill decodes it again
+    reopened.fill(clips)
+    assert ClipTensors(MediaStore(store.dir, Preprocessing(), SMALL_SHARDS), strict)(damaged)["audio_mask"].sum() > 0
 
 
 def test_under_torchrun_a_clip_missing_from_the_store_is_one_line_telling_to_prepare(msrvtt_small, tiny_config,

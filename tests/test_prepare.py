@@ -136,3 +136,26 @@ def test_segments_of_one_video_are_decoded_once_and_cut_as_if_decoded_alone(gene
             assert (entry[key] is None) == (grouped_entry[key] is None)
             if entry[key] is not None:
                 assert torch.equal(torch.as_tensor(entry[key]), torch.as_tensor(grouped_entry[key]))
+
+
+def test_prepare_verify_decodes_damaged_entries_again(generated, tmp_path, caplog):
+    import json
+    import logging
+
+    from benchmark.pipeline import media_store
+    from tasks.audiocaps import AudioCapsRetrieval
+
+    root, _ = generated
+    args = ["prepare", "audiocaps_retrieval", "--root", str(root), "--splits", "test", "--workers", "0",
+            f"data.cache={tmp_path}"]
+    assert main(args) == 0
+    index_path = sorted(tmp_path.glob("*/shards/*.json"))[0]
+    index = json.loads(index_path.read_text())
+    record = next(e for e in index["entries"] if e["audio"] is not None)
+    record["crc32"]["flac"] ^= 1
+    index_path.write_text(json.dumps(index))
+    with caplog.at_level(logging.WARNING, logger="clip4vla"):
+        assert main([*args, "--verify"]) == 0
+    assert "flac is damaged (checksum): decoded again" in caplog.text
+    clip = next(c for c in AudioCapsRetrieval().load(root / "audiocaps", "test") if c.media_key == record["media_key"])
+    assert media_store(load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])).load(clip)["wave"] is not None

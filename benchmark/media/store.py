@@ -106,14 +106,38 @@ def encode_entry(clip: Clip, entry: dict, status: MediaStatus, prep: Preprocessi
 
 
 def decode_entry(files: dict[str, bytes], record: dict, prep: Preprocessing, where: str) -> dict:
-    """Checked sample files -> {"frames": uint8 [T, 3, 224, 224] | None, "wave": float64 [C, N] at 16 kHz | None}.
-    """
-    import soundfile
-    from torchvision.io import decode_jpeg
+    """Checked sample files -> {"frames": uint8 [T, 3, 224, 224] | None, "wave": float64 [C, N] at 16 kHz | None};
+    BadEntry naming `where` for anything that does not match the record."""
+    check_files(files, record, where)
+    try:
+        return _decoded(files, record, prep, where)
+    except BadEntry:
+        raise
+    except Exception as exc:  # the JPEG and FLAC decoders raise their own types on bytes that passed the checks
+        raise BadEntry(f"{where}: undecodable ({type(exc).__name__}: {exc})") from None
 
+
+def check_files(files: dict[str, bytes], record: dict, where: str) -> None:
+    """The sample's files are exactly the record's, each with its CRC-32, and the record in the shard index is the
+    one stored in the tar (a damaged index, e.g. one flipped bit in a frame count, is caught here)."""
     for ext, crc in record["crc32"].items():
         if ext not in files or zlib.crc32(files[ext]) != crc:
             raise BadEntry(f"{where}: {ext} is {'missing' if ext not in files else 'damaged'} (checksum)")
+    extra = sorted(set(files) - set(record["crc32"]) - {"json"})
+    if extra:
+        raise BadEntry(f"{where}: files the record does not list: {', '.join(extra)}")
+    try:
+        stored = json.loads(files.get("json", b""))
+    except ValueError:
+        stored = None
+    if stored != record:
+        raise BadEntry(f"{where}: the shard index and the entry's own record disagree")
+
+
+def _decoded(files: dict[str, bytes], record: dict, prep: Preprocessing, where: str) -> dict:
+    import soundfile
+    from torchvision.io import decode_jpeg
+
     out: dict[str, torch.Tensor | None] = {"frames": None, "wave": None}
     if record["frames"] is not None:
         names = [f"{i:03d}.jpg" for i in range(record["frames"][0])]
@@ -188,6 +212,30 @@ class ShardWriter:
             self.tar = None
 
 
+RECORD_KEYS = ("key", "media_key", "source", "status", "frames", "audio", "crc32")
+
+
+def checked(record: dict) -> dict:
+    """A shard index's record, or KeyError / TypeError when it lacks what `load` reads (the shard is left out)."""
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise KeyError(f"a record without {missing[0]!r}")
+    if not isinstance(record["crc32"], dict):
+        raise TypeError("a record whose crc32 is not a mapping")
+    return record
+
+
+def read_preprocessing(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable ({type(exc).__name__}): delete its folder and run `clip4vla "
+                        "prepare` again") from None
+    if not isinstance(found, dict):
+        raise UserError(f"{path} is not a preprocessing record: delete its folder and run `clip4vla prepare` again")
+    return found
+
+
 def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as f:
@@ -211,7 +259,12 @@ class MediaStore:
         self.dir = root if (root / "preprocessing.json").exists() else root / prep.fingerprint()
         recorded = self.dir / "preprocessing.json"
         if recorded.exists():
-            found = json.loads(recorded.read_text())
+            found = read_preprocessing(recorded)
+            if "cache_format" in found:
+                raise UserError(f"{self.dir} is a media cache of an older clip4vla (cache format "
+                                f"{found['cache_format']}, one .pt per clip), which this one does not read: run "
+                                f"`clip4vla prepare TASK` with data.cache at its parent folder to build the store "
+                                f"next to it, then delete it")
             if found != self.wanted:
                 changed = ", ".join(f"{k} {found.get(k)} -> {v}" for k, v in self.wanted.items() if found.get(k) != v)
                 raise UserError(f"store {self.dir} was made under another preprocessing fingerprint ({changed}); "
@@ -220,19 +273,17 @@ class MediaStore:
         elif root != self.dir:
             self._warn_about_older_stores(root)
         self.shards = self.dir / "shards"
+        self.forgotten: set[str] = set()  # media keys `verify` found damaged: absent until decoded again
         self._index = self._read_index()
         self._open: OrderedDict[Path, object] = OrderedDict()
         self.changed: set[str] = set()  # media keys the last `fill` decoded again because their files changed
 
     def _warn_about_older_stores(self, root: Path) -> None:
         for other in sorted(root.glob("*/preprocessing.json")):
-            found = json.loads(other.read_text())
-            same = {k: v for k, v in found.items() if k != "store_format"} == \
-                {k: v for k, v in self.wanted.items() if k != "store_format"}
-            if same and found.get("store_format", 2) < STORE_FORMAT:
-                log.warning("%s holds a store of an older format (%s, format %s) that this clip4vla does not read; "
-                            "clips are decoded into %s (delete the old folder to free its space)", root,
-                            other.parent.name, found.get("store_format", 2), self.dir)
+            if "cache_format" in read_preprocessing(other):
+                log.warning("%s holds a media cache of an older clip4vla (%s) that this one does not read; clips "
+                            "are decoded into %s (delete the old folder to free its space)", root, other.parent.name,
+                            self.dir)
 
     # -- reading ----------------------------------------------------------------------------------------------
     def _read_index(self) -> dict[str, Location]:
@@ -244,15 +295,19 @@ class MediaStore:
             try:
                 shard = json.loads(path.read_text())
                 size = tar.stat().st_size
-            except (OSError, ValueError) as exc:
-                log.warning("store shard %s is unreadable (%s): its clips are decoded again", path, exc)
+                entries = {checked(record)["media_key"]: Location(tar, position, record)
+                           for position, record in enumerate(shard["entries"])
+                           if record["media_key"] not in self.forgotten}
+                expected = shard["tar_bytes"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("store shard %s is unreadable (%s: %s): its clips are decoded again", path,
+                            type(exc).__name__, exc)
                 continue
-            if size != shard["tar_bytes"]:
-                log.warning("store shard %s has %d bytes, its index says %d: its %d clips are decoded again", tar,
-                            size, shard["tar_bytes"], len(shard["entries"]))
+            if size != expected:
+                log.warning("store shard %s has %d bytes, its index says %s: its %d clips are decoded again", tar,
+                            size, expected, len(entries))
                 continue
-            for position, record in enumerate(shard["entries"]):
-                index[record["media_key"]] = Location(tar, position, record)
+            index.update(entries)
         return index
 
     def __len__(self) -> int:
@@ -274,6 +329,24 @@ class MediaStore:
         """The clip's frames and waveform (`decode_entry`); BadEntry when the entry does not match its record."""
         location = self._index[clip.media_key]
         where = f"store shard {location.shard}, clip '{clip.id}'"
+        return decode_entry(self._files(location, where), location.record, self.prep, where)
+
+    def verify(self, clips: Iterable[Clip]) -> list[str]:
+        """Check every stored entry of `clips` (checksums, keys, records; nothing decoded) and forget the damaged
+        ones, so that the next `fill` decodes them again; returns what was wrong, one line per entry."""
+        damaged = []
+        for clip in {c.media_key: c for c in clips if c.media_key in self._index}.values():
+            location = self._index[clip.media_key]
+            where = f"store shard {location.shard}, clip '{clip.id}'"
+            try:
+                check_files(self._files(location, where), location.record, where)
+            except BadEntry as exc:
+                damaged.append(str(exc))
+                del self._index[clip.media_key]
+                self.forgotten.add(clip.media_key)
+        return damaged
+
+    def _files(self, location: Location, where: str) -> dict[str, bytes]:
         shard = self._shard(location.shard, where)
         try:
             sample = shard[location.position]
@@ -283,7 +356,7 @@ class MediaStore:
         if sample["__key__"] != location.record["key"]:
             raise BadEntry(f"{where}: position {location.position} holds sample {sample['__key__']}, not "
                            f"{location.record['key']}")
-        return decode_entry(files, location.record, self.prep, where)
+        return files
 
     def _shard(self, path: Path, where: str):
         from wids.wids import IndexedTarSamples
@@ -323,9 +396,15 @@ class MediaStore:
         self._index = self._read_index()  # what another prepare committed meanwhile
         todo = list({c.media_key: c for c in self.stale(clips)}.values())
         self.changed = {c.media_key for c in todo if c.media_key in self._index}
-        groups: dict[tuple, list[Clip]] = {}  # clips cut from the same files are decoded together
-        for clip in todo:
-            groups.setdefault((clip.video, clip.audio), []).append(clip)
+        stale = {c.media_key for c in todo}
+        # clips cut from the same files are decoded together, groups in the order of all clips, so that a rerun
+        # after a kill writes what is left in the order an uninterrupted prepare writes it
+        groups: dict[tuple, list[Clip]] = {}
+        for clip in {c.media_key: c for c in clips}.values():
+            group = groups.setdefault((clip.video, clip.audio), [])
+            if clip.media_key in stale:
+                group.append(clip)
+        groups = {k: g for k, g in groups.items() if g}
         jobs = [(group, self.prep) for group in groups.values()]
         numbers = [int(p.stem) for p in self.shards.glob("[0-9]*.json")]
         writer = ShardWriter(self.shards, max(numbers, default=-1) + 1, self.shard_bytes)
@@ -344,6 +423,7 @@ class MediaStore:
                     if progress:
                         progress(done, len(todo))
             writer.commit()
+            self.forgotten -= {c.media_key for c in todo}
         except BaseException:
             writer.abort()  # committed shards stay: a rerun decodes only the rest
             self._index = self._read_index()

@@ -54,7 +54,7 @@ class DataConfig:
     missing_audio: Literal["zero", "drop", "miss"] | None = None
     limit: int | None = None  # use only the first N clips of each split (lm-eval --limit)
     val_fraction: float = 0.05  # training clips held out for model selection when a task has no val split
-    workers: int = 0  # DataLoader worker processes
+    workers: int | None = None  # DataLoader worker processes; None: one per CPU core but one, at most 8
     audio_bits: Literal[16, 24] = 24  # stored PCM: 24 within 0.004 dB of the float log-mel; 16 halves the bytes
     shard_mb: int = 1024  # size of the store's tar shards: a killed `prepare` loses at most one
     bad_entry: Literal["error", "skip"] = "error"  # a damaged store entry: stop, or go on without its media

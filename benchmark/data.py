@@ -4,6 +4,7 @@ serve (caption, clip) pairs for training and clips / captions for evaluation."""
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,8 +47,8 @@ def prepare_split(
     clips: list[Clip], store: MediaStore, policy: str, needs_video: bool = True,
     progress: Callable[[int, int], None] | None = None, workers: int = 0,
 ) -> PreparedSplit:
-    """Decode `clips` into `store` (those not in it yet), drop clips without decodable video when the task needs video, and apply
-    the missing-audio policy.
+    """Decode `clips` into `store` (those not in it yet), drop clips without decodable video when the task needs
+    video, and apply the missing-audio policy.
 
     Policies (architecture.md): `zero` keeps clips without audio with a zero mask (fused feature = video
     alone); `drop` removes them (the authors' --filter_video_id); `miss` keeps them for evaluation to count
@@ -129,6 +130,12 @@ class ClipTensors:
                 out["audio_aug"], _ = audio_fe.segments(augmented, self.cfg.max_audio_segments)
         out["audio_type"] = torch.tensor(clip.audio_type)
         return out
+
+
+def loader_workers(cfg: DataConfig) -> int:
+    """data.workers, or by default one process per CPU core but one (the training loop's), at most 8: reading
+    computes the log-mel on the CPU, so one process cannot keep an accelerator fed."""
+    return cfg.workers if cfg.workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

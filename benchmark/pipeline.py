@@ -25,7 +25,7 @@ from torch import nn
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer, load_checkpoint
 from benchmark.config import ModelConfig, RunConfig, flatten, to_dict
-from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, prepare_split
+from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, loader_workers, prepare_split
 from benchmark.errors import UserError
 from benchmark.evaluate import Scored, available, encode, generate_captions, score_directions
 from benchmark.losses import CaptionLoss, PretrainLoss, RetrievalLoss
@@ -358,7 +358,7 @@ class Reproduction:
                         self.progress.say(f"  {name} step {step}: {what} {metrics[key]:.3f}")
 
             begin = time.perf_counter()
-            summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, self.cfg.data.workers,
+            summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, loader_workers(self.cfg.data),
                             checkpoints=checkpoints, resume=self.resume, select=select)
             run.log_metrics(summary)
             self.records.append(self.record(name, tags, summary, {"pairs": len(pairs)}, None, begin,
@@ -391,7 +391,8 @@ class Reproduction:
     def score_directions(self, model: CLIP4VLA, data: Prepared) -> dict[str, Scored]:
         """Encode `data` once and rank every direction under the configured ties, missing-audio policy and
         post-processing (model selection and the final evaluation both score this way)."""
-        encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size, self.cfg.data.workers)
+        encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
+                         loader_workers(self.cfg.data))
         audio_valid = None
         if self.cfg.data.missing_audio == "miss":
             audio_valid = torch.tensor([data.split.has_audio[c.id] for c in data.split.clips])

@@ -89,3 +89,14 @@ def test_missing_audio_policy_defaults_by_task(overrides, policy):
 @pytest.mark.parametrize("key", ["finetune.keep_last", "pretrain.keep_last", "finetune.grad_accum"])
 def test_values_below_their_range_are_one_line_errors(key):
     one_line_error(lambda: load_config({}, [f"{key}=0"]), f"config key '{key}' must be >= 1", "got 0")
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (16, 8), (None, 0)])
+def test_data_workers_default_to_the_cpu_count_but_one_and_an_explicit_value_wins(monkeypatch, cores, workers):
+    import os
+
+    from benchmark.data import loader_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert loader_workers(load_config({}, []).data) == workers
+    assert loader_workers(load_config({}, ["data.workers=3"]).data) == 3

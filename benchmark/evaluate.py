@@ -15,6 +15,7 @@ from benchmark import distributed
 from benchmark.data import ClipItems, ClipTensors, PreparedSplit, to_device
 from benchmark.metrics import clip_to_text_ranks, postprocess, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
+from benchmark.train import autocast_for
 
 # direction -> (query side, candidate side); "text" rows are captions, the others are clips.
 NEEDS = {"video": {"video"}, "audio": {"audio"}, "fused": {"video", "audio"}, "text": set()}
@@ -59,22 +60,24 @@ def clip_batches(split: PreparedSplit, tensors: ClipTensors, batch_size: int, de
 @torch.no_grad()
 def encode(
     model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensors, tokens: torch.Tensor, batch_size: int,
-    workers: int = 0,
+    workers: int = 0, precision: str = "fp32",
 ) -> Encoded:
-    """Encode every clip and every caption of `split` once; `tokens` rows follow `split.captions`."""
+    """Encode every clip and every caption of `split` once, under the training's `precision` (features are
+    returned as float32); `tokens` rows follow `split.captions`."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "fused": []}
     for batch in clip_batches(split, tensors, batch_size, device, workers):
-        out = model(to_device(batch, device))
+        with autocast_for(device, precision):
+            out = model(to_device(batch, device))
         for key in parts:
             parts[key].append(out[key].float().cpu())
     rows = share(tokens.shape[0])
-    text = [
-        model.encode_text(tokens[i : min(i + batch_size, rows.stop)].to(device)).float().cpu()
-        for i in range(rows.start, rows.stop, batch_size)
-    ]
+    text = []
+    for i in range(rows.start, rows.stop, batch_size):
+        with autocast_for(device, precision):
+            text.append(model.encode_text(tokens[i : min(i + batch_size, rows.stop)].to(device)).float().cpu())
     model.train(was_training)
     caption_clip = torch.tensor([clip for clip, _ in split.captions])
     return Encoded(torch.cat(gathered(text)), caption_clip, {k: torch.cat(gathered(v)) for k, v in parts.items()})
@@ -119,8 +122,8 @@ def available(directions: tuple[str, ...], modalities: set[str]) -> tuple[str, .
 
 @torch.no_grad()
 def generate_captions(model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensors, decode, max_words: int,
-                      beam: int, batch_size: int) -> list[str]:
-    """One caption per clip with the decoder (beam search; beam 1 = greedy), decoded to text."""
+                      beam: int, batch_size: int, precision: str = "fp32") -> list[str]:
+    """One caption per clip with the decoder (beam search; beam 1 = greedy) under `precision`, decoded to text."""
     from benchmark.model.decoder import generate
 
     device = next(model.parameters()).device
@@ -128,7 +131,8 @@ def generate_captions(model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensor
     model.eval()
     texts = []
     for batch in clip_batches(split, tensors, batch_size, device):
-        context = model.context(to_device(batch, device))
-        texts += [decode(ids) for ids in generate(model, context, max_words, beam)]
+        with autocast_for(device, precision):
+            context = model.context(to_device(batch, device))
+            texts += [decode(ids) for ids in generate(model, context, max_words, beam)]
     model.train(was_training)
     return gathered(texts)

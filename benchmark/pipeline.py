@@ -371,7 +371,7 @@ class Reproduction:
         name = f"evaluate/{label}"
         tags = {"stage": "evaluate", "task": spec.name, "label": label, "main_score": self.main_score(),
                 **{f"count.{k}": v for k, v in data.split.counts.items()},
-                **self.run_tags([data], "fp32", self.cfg.eval.batch_size)}
+                **self.run_tags([data], self.cfg.finetune.precision, self.cfg.eval.batch_size)}
         folder = self.out / "runs" / label
         with self.progress.stage(f"{name} on {spec.name}/{data.split_name}"), self._run(name, tags) as run:
             begin = time.perf_counter()
@@ -392,7 +392,7 @@ class Reproduction:
         """Encode `data` once and rank every direction under the configured ties, missing-audio policy and
         post-processing (model selection and the final evaluation both score this way)."""
         encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
-                         loader_workers(self.cfg.data))
+                         loader_workers(self.cfg.data), self.cfg.finetune.precision)
         audio_valid = None
         if self.cfg.data.missing_audio == "miss":
             audio_valid = torch.tensor([data.split.has_audio[c.id] for c in data.split.clips])
@@ -414,7 +414,7 @@ class Reproduction:
     def score_captions(self, model: CLIP4VLA, data: Prepared, folder: Path) -> tuple[dict, dict, Path]:
         """One caption per clip (beam eval.beam), scored against all of the clip's references at once."""
         texts = generate_captions(model, data.split, self.tensors, self.tokenizer.decode, self.cfg.data.max_words,
-                                  self.cfg.eval.beam, self.cfg.eval.batch_size)
+                                  self.cfg.eval.beam, self.cfg.eval.batch_size, self.cfg.finetune.precision)
         clips = data.split.clips
         metrics = None
         if self.rank == 0:  # pycocoevalcap (and its JVM) once; the other ranks take rank 0's scores

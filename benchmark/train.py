@@ -30,6 +30,12 @@ from benchmark.data import epoch_indices, to_device
 from benchmark.errors import UserError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The numerics switch `precision` as a context (fp32: none): training and evaluation run under the same."""
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]) if precision in AUTOCAST_DTYPES \
+        else nullcontext()
 GATHERED = ("text", "video", "audio", "audio_aug", "fused", "audio_mask")
 
 
@@ -157,11 +163,7 @@ def train(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    autocast = (
-        torch.autocast(device.type, dtype=AUTOCAST_DTYPES[cfg.precision])
-        if cfg.precision in AUTOCAST_DTYPES
-        else nullcontext()
-    )
+    autocast = autocast_for(device, cfg.precision)
     at = Position()
     if checkpoints is not None and not resume:
         checkpoints.refuse_earlier_run()

@@ -228,12 +228,9 @@ def train(
                 continue
             # the step's one read-back from the device (none per term or micro-batch): the guard needs it. The
             # terms may differ between micro-batches (an audio term needs two clips with audio in its batch).
-            flat = torch.cat([values for _, values in step_terms]).tolist()
-            rows, start = [], 0
-            for names, values in step_terms:
-                rows.append((names, flat[start : start + len(names)]))
-                start += len(names)
-            for micro, (names, row) in enumerate(rows, start=1):
+            flat = iter(torch.cat([values for _, values in step_terms]).tolist())
+            for micro, (names, _) in enumerate(step_terms, start=1):
+                row = [next(flat) for _ in names]
                 broken = {key: v for key, v in zip(names, row, strict=True) if not math.isfinite(v)}
                 if broken and not cfg.skip_nonfinite:
                     raise UserError(f"non-finite loss at step {at.step + 1} (epoch {at.epoch}, micro-batch "

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 HOLDER = """
 import sys
 from benchmark.output_lock import hold_folder
-with hold_folder(sys.argv[1], shared=sys.argv[2] == "shared"):
+with hold_folder(sys.argv[1], sys.argv[2] == "many"):  # many holders, or one
     if len(sys.argv) > 3:
         with hold_folder(sys.argv[3]):
             print("held", flush=True); sys.stdin.read()
@@ -35,7 +35,7 @@ with hold_folder(sys.argv[1], shared=sys.argv[2] == "shared"):
 @contextmanager
 def held_elsewhere(folder: Path, shared: bool = False, run_folder: Path | None = None):
     """`folder` (and `run_folder`) held by another process for the block, as another invocation would."""
-    args = [sys.executable, "-c", HOLDER, str(folder), "shared" if shared else "exclusive"]
+    args = [sys.executable, "-c", HOLDER, str(folder), "many" if shared else "one"]
     holder = subprocess.Popen([*args, *([str(run_folder)] if run_folder else [])], cwd=REPO, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:

@@ -372,7 +372,8 @@ class MediaStore:
         return self._open[path]
 
     def __getstate__(self) -> dict:
-        """DataLoader workers get the index, not this process's open memory maps."""
+        """Spawned processes get the index, not this process's open memory maps (forked DataLoader workers
+        inherit both: reading a memory map from several processes is safe)."""
         return {**self.__dict__, "_open": OrderedDict()}
 
     # -- writing ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
 from benchmark.media.decode import MediaStatus
 from benchmark.media.store import BadEntry, MediaStore
+from benchmark.media.text import CaptionTokens
 from benchmark.records import fingerprint
 
 log = logging.getLogger("clip4vla")
@@ -150,12 +151,12 @@ class CaptionPairs(Dataset):
     """Every (caption, clip) pair of a split, as the authors' sentence expansion (spec §9.2)."""
 
     def __init__(
-        self, split: PreparedSplit, tensors: ClipTensors, tokens: torch.Tensor, augment: bool, seed: int
+        self, split: PreparedSplit, tensors: ClipTensors, tokens: CaptionTokens | torch.Tensor, augment: bool, seed: int
     ) -> None:
         self.split = split
         self.pairs = split.captions
         self.tensors = tensors
-        self.tokens = tokens  # [n_captions, max_words], row j belongs to self.pairs[j]
+        self.tokens = tokens  # row j belongs to self.pairs[j]; CaptionTokens tokenizes it here, in the reading worker
         self.augment = augment
         self.seed = seed
         self.epoch = 0

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmark import distributed
 from benchmark.data import ClipItems, ClipTensors, PreparedSplit, to_device
+from benchmark.media.text import CaptionTokens
 from benchmark.metrics import clip_to_text_ranks, postprocess, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
 from benchmark.train import autocast_for
@@ -59,11 +60,11 @@ def clip_batches(split: PreparedSplit, tensors: ClipTensors, batch_size: int, de
 
 @torch.no_grad()
 def encode(
-    model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensors, tokens: torch.Tensor, batch_size: int,
-    workers: int = 0, precision: str = "fp32",
+    model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensors, tokens: CaptionTokens | torch.Tensor,
+    batch_size: int, workers: int = 0, precision: str = "fp32",
 ) -> Encoded:
     """Encode every clip and every caption of `split` once, under the training's `precision` (features are
-    returned as float32); `tokens` rows follow `split.captions`."""
+    returned as float32); `tokens` rows follow `split.captions` (CaptionTokens tokenizes one batch at a time)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -73,7 +74,7 @@ def encode(
             out = model(to_device(batch, device))
         for key in parts:
             parts[key].append(out[key].float().cpu())
-    rows = share(tokens.shape[0])
+    rows = share(len(tokens))
     text = []
     for i in range(rows.start, rows.stop, batch_size):
         with autocast_for(device, precision):

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Clip:
-    """One video/audio clip and all of its captions (grouped by clip id, never by row order).
+    """One video/audio clip and all of its captions (grouped by clip id, never by row order). Slots, no __dict__:
+    a 1M-clip pre-training corpus holds a million of them in every process.
 
     `audio` is a WAV file or the video file itself (its audio track); None when the dataset has no audio source.
     `audio_type` is the type-token row used in `index` mode (pre-training): 0 verbal (instructional speech),

@@ -76,7 +76,7 @@ def test_caption_tasks_tokenise_max_words_minus_one_words(msrvtt_small, tiny_con
     data = repro.prepare(repro.task, repro.task.spec.train_split)
     captions = [text for _, text in data.split.captions]
     full = repro.tokenizer(captions, 77)
-    inputs, _, targets, _ = caption_inputs(data.tokens)
+    inputs, _, targets, _ = caption_inputs(data.tokens[:])
     assert inputs.shape[1] == targets.shape[1] == max_words
     cut = 0
     for row, words in enumerate(full.tolist()):
@@ -86,4 +86,4 @@ def test_caption_tasks_tokenise_max_words_minus_one_words(msrvtt_small, tiny_con
         assert inputs[row].tolist() == [SOT, *words, *pad] and targets[row].tolist() == [*words, EOT, *pad]
     assert cut  # some captions were long enough to be cut
     retrieval = repro.tasks.get("msrvtt_retrieval")()
-    assert repro.prepare(retrieval, retrieval.spec.test_split).tokens.shape[1] == max_words
+    assert repro.prepare(retrieval, retrieval.spec.test_split).tokens[:].shape[1] == max_words

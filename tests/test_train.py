@@ -1,4 +1,5 @@
-"""The training loop: it learns, checkpoints are complete and atomic, and resume equals the uninterrupted run."""
+"""The training loop: it learns, checkpoints are complete and atomic, and resume equals the uninterrupted run;
+what it reads: corpora mixed per epoch, captions tokenized where read."""
 
 from __future__ import annotations
 
@@ -102,6 +103,46 @@ def test_pretraining_corpora_change_the_augmented_view_every_epoch_and_on_resume
     resumed = corpora()
     resumed.set_epoch(1)  # what the training loop does first after a resume in epoch 1
     assert [float(resumed[i]["view"]) for i in range(len(resumed))] == second
+
+
+class CountingTokenizer:
+    """Stands in for the run's Tokenizer: tokenizes as it does and records how many captions each call reads."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, []
+
+    def __call__(self, captions, length=None):
+        self.calls.append(len(captions))
+        return self.tokenizer(captions, length)
+
+
+@pytest.mark.slow
+def test_captions_are_tokenized_where_read_to_the_tokens_of_the_whole_split(msrvtt_small, tiny_config, tmp_path):
+    """Preparing a split tokenizes nothing (a 1M-caption corpus would wait 33 s for its first batch): a training
+    pair tokenizes its caption alone and an evaluation batch its captions at once, to the same tokens as the whole
+    split in one call; so does the copy a spawned DataLoader worker unpickles, and an empty batch is [0, L]."""
+    import pickle
+
+    import yaml
+
+    from benchmark.config import load_config
+    from benchmark.data import CaptionPairs
+    from benchmark.pipeline import Progress, Reproduction
+
+    root, _ = msrvtt_small
+    cfg = load_config(yaml.safe_load(tiny_config.read_text()), ["task=msrvtt_retrieval", f"data.root={root.parent}"])
+    repro = Reproduction(cfg, tmp_path / "out", None, None, Progress())
+    counting = repro.tokenizer = CountingTokenizer(repro.tokenizer)
+    data = repro.prepare(repro.task, repro.task.spec.test_split)
+    assert counting.calls == []
+    whole_split = counting.tokenizer([text for _, text in data.split.captions], cfg.data.max_words)
+    pairs = CaptionPairs(data.split, lambda clip, generator: {}, data.tokens, augment=False, seed=0)
+    assert len(pairs) == whole_split.shape[0] > 3
+    assert all(torch.equal(pairs[j]["tokens"], whole_split[j]) for j in range(len(pairs)))
+    assert counting.calls == [1] * len(pairs)
+    assert torch.equal(data.tokens[1:4], whole_split[1:4]) and counting.calls[-1] == 3
+    assert torch.equal(pickle.loads(pickle.dumps(data.tokens))[:], whole_split)
+    assert data.tokens[2:2].shape == (0, cfg.data.max_words)
 
 
 def test_pretraining_mix_follows_the_weights_and_is_deterministic():

@@ -155,6 +155,15 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if args.what == "metrics":
         perf_metrics()
         return 0
+    if args.what == "scale":
+        from benchmark.scale import perf_scale
+
+        try:
+            sizes = [int(n.replace("_", "")) for n in args.clips.split(",")]
+        except ValueError:
+            raise UserError(f"--clips {args.clips!r}: expected comma-separated clip counts, e.g. 10000,100000")
+        perf_scale(sizes, args.workers, Path(args.dir) if args.dir else None)
+        return 0
     cases = args.models.split(",")
     unknown = [c for c in cases if c not in CASES]
     if unknown:
@@ -240,13 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "
                          "'train' = whole steps, fp32/bf16, SDPA/math, checkpointing; 'data' = decode and read; "
-                         "'metrics' = scoring time at each retrieval task's test size")
-    p.add_argument("what", choices=("model", "train", "data", "metrics"))
+                         "'metrics' = scoring time at each retrieval task's test size; 'scale' = opening a generated "
+                         "corpus and store of N clips and its first batch, with memory per DataLoader worker")
+    p.add_argument("what", choices=("model", "train", "data", "metrics", "scale"))
     p.add_argument("--task", help="perf data: the task whose generated dataset is decoded and read")
     p.add_argument("--scale", choices=("tiny", "small"), default="small", help="perf data: generated size")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
     p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")
     p.add_argument("--precisions", default="fp32,bf16", help="perf train: comma-separated fp32, bf16")
+    p.add_argument("--clips", default="10000,100000,1000000", help="perf scale: comma-separated corpus sizes")
+    p.add_argument("--workers", type=int, default=2, help="perf scale: DataLoader worker processes")
+    p.add_argument("--dir", help="perf scale: where the generated corpora and stores go (4 GB at 1 M clips; "
+                   "default: the system's temporary folder)")
     p.set_defaults(func=cmd_perf)
     return parser
 

@@ -10,6 +10,7 @@ continue exactly: model, optimizer, scheduler, scaler, RNG states and the data p
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import random
 import time
@@ -198,6 +199,10 @@ def train(
         log({"select/score": score}, position.step)
         return score
 
+    if workers:
+        # what exists now (the clips, the store's index, the captions) leaves the collector's reach: its passes
+        # write to every object, which copies a million clips' pages into each forked worker (copy-on-write)
+        gc.freeze()
     model.train()
     start, running, last, step_broken = time.perf_counter(), {}, {}, False
     step_terms: list[tuple[list[str], torch.Tensor]] = []  # each micro-batch's terms this step, still on the device

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,3 +101,14 @@ def annotations_copy(dataset: Path, into: Path) -> Path:
     dst = into / dataset.name
     shutil.copytree(dataset, dst, ignore=shutil.ignore_patterns("videos", "audio"))
     return dst
+
+
+def damage_member(tar: Path, suffix: str, position: int, at: int, data: bytes) -> str:
+    """Overwrite `data` at byte `at` of the `position`-th member named *`suffix` of a store shard (same size: the
+    shard still opens); returns that sample's key."""
+    with tarfile.open(tar) as t:
+        member = [m for m in t.getmembers() if m.name.endswith(suffix)][position]
+    damaged = bytearray(tar.read_bytes())
+    damaged[member.offset_data + at : member.offset_data + at + len(data)] = data
+    tar.write_bytes(bytes(damaged))
+    return member.name[: -len(suffix)]

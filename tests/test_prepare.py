@@ -14,6 +14,7 @@ from benchmark.media.decode import Preprocessing
 from benchmark.media.store import MediaStore
 from benchmark.prepare import prepare
 from tasks.vatex import VATEXRetrieval
+from helpers import damage_member
 
 
 def _manifest(path):
@@ -139,9 +140,9 @@ def test_segments_of_one_video_are_decoded_once_and_cut_as_if_decoded_alone(gene
 
 
 def test_prepare_verify_decodes_damaged_entries_again(generated, tmp_path, caplog):
-    import json
     import logging
 
+    from benchmark.media.store import entry_key
     from benchmark.pipeline import media_store
     from tasks.audiocaps import AudioCapsRetrieval
 
@@ -149,13 +150,9 @@ def test_prepare_verify_decodes_damaged_entries_again(generated, tmp_path, caplo
     args = ["prepare", "audiocaps_retrieval", "--root", str(root), "--splits", "test", "--workers", "0",
             f"data.cache={tmp_path}"]
     assert main(args) == 0
-    index_path = sorted(tmp_path.glob("*/shards/*.json"))[0]
-    index = json.loads(index_path.read_text())
-    record = next(e for e in index["entries"] if e["audio"] is not None)
-    record["crc32"]["flac"] ^= 1
-    index_path.write_text(json.dumps(index))
+    key = damage_member(sorted(tmp_path.glob("*/shards/*.tar"))[0], ".flac", 0, 200, bytes(50))
     with caplog.at_level(logging.WARNING, logger="clip4vla"):
         assert main([*args, "--verify"]) == 0
     assert "flac is damaged (checksum): decoded again" in caplog.text
-    clip = next(c for c in AudioCapsRetrieval().load(root / "audiocaps", "test") if c.media_key == record["media_key"])
+    clip = next(c for c in AudioCapsRetrieval().load(root / "audiocaps", "test") if entry_key(c) == key)
     assert media_store(load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])).load(clip)["wave"] is not None

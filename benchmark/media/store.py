@@ -5,8 +5,9 @@ Layout of `<data.cache>/<fingerprint>/` (README, "The media store"):
     preprocessing.json        what the tensors depend on (the fingerprint's fields; `store_format` among them)
     shards/000000.tar         WebDataset samples: <key>.json (the entry's record), <key>.000.jpg ... (frames),
                               <key>.flac (16 kHz PCM audio)
-    shards/000000.json        the shard's index: its entries' records and the tar's size; written after the tar,
-                              so a shard exists once its index does (a kill loses at most the shard being written)
+    shards/000000.index.npy   the shard's index: one fixed-size row per entry (`shard_index`)
+    shards/000000.json        the shard's commit marker: store format, the tar's size, the row count; written
+                              last, so a shard exists once it does (a kill loses at most the shard being written)
     manifest-<task>.csv       one row per clip and split (`clip4vla prepare`)
 
 An entry stores what the authors' pipeline stores (spec §4, §3): JPEG frames at 1 fps with the shorter side at
@@ -15,7 +16,8 @@ from which the log-mel is computed when read. Each record names its media files'
 after a `prepare` is decoded again. Each file of an entry carries a CRC-32: a truncated, garbage, swapped or
 wrongly shaped entry is a `BadEntry` naming the shard and the clip, never another clip's tensors.
 
-Random access goes through `wids` (webdataset's indexed tar reader, memory-mapped).
+Random access goes through `wids` (webdataset's indexed tar reader, memory-mapped); the index is numpy columns
+(`shard_index`), so opening a store of 1 M clips reads ~100 MB of arrays rather than parsing 2.5 GB of JSON.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,23 +43,17 @@ from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
 from benchmark.media.decode import STORE_FORMAT, MediaStatus, Preprocessing, decode_clips
+from benchmark.media.shard_index import ROW, StoreIndex, identity_columns, key_hash, row_of
 from benchmark.output_lock import hold_folder
 
 log = logging.getLogger(__name__)
 SHARD_BYTES = 1 << 30  # 1 GiB tars: few files on shared storage, a bounded loss when a prepare is killed
 OPEN_SHARDS = 16  # memory-mapped shards kept open per process
-TAR_MTIME = 0.0  # a fixed member mtime: equal inputs give byte-equal shards
+TAR_MTIME = 0  # a fixed member mtime, equal inputs give byte-equal shards; an int: a float adds a PAX header (1 kB)
 
 
 class BadEntry(Exception):
     """A stored entry that does not match its record (checksum, key or shape); names the shard and the clip."""
-
-
-@dataclass(frozen=True)
-class Location:
-    shard: Path
-    position: int  # the sample's index in its shard
-    record: dict
 
 
 def media_identity(path: Path | None) -> list[int] | None:
@@ -106,9 +101,8 @@ def encode_entry(clip: Clip, entry: dict, status: MediaStatus, prep: Preprocessi
 
 
 def decode_entry(files: dict[str, bytes], record: dict, prep: Preprocessing, where: str) -> dict:
-    """Checked sample files -> {"frames": uint8 [T, 3, 224, 224] | None, "wave": float64 [C, N] at 16 kHz | None};
-    BadEntry naming `where` for anything that does not match the record."""
-    check_files(files, record, where)
+    """Sample files checked by `entry_record` -> {"frames": uint8 [T, 3, 224, 224] | None, "wave": float64 [C, N]
+    at 16 kHz | None}; BadEntry naming `where` for anything that does not match the record."""
     try:
         return _decoded(files, record, prep, where)
     except BadEntry:
@@ -117,21 +111,21 @@ def decode_entry(files: dict[str, bytes], record: dict, prep: Preprocessing, whe
         raise BadEntry(f"{where}: undecodable ({type(exc).__name__}: {exc})") from None
 
 
-def check_files(files: dict[str, bytes], record: dict, where: str) -> None:
-    """The sample's files are exactly the record's, each with its CRC-32, and the record in the shard index is the
-    one stored in the tar (a damaged index, e.g. one flipped bit in a frame count, is caught here)."""
+def entry_record(files: dict[str, bytes], record_crc: int, media_key: str, where: str) -> dict:
+    """The sample's record (its .json), checked: the CRC-32 the index row was made from (a flipped bit in a frame
+    count or a shape is caught here), the clip's media key, and every file it lists with its CRC-32."""
+    if zlib.crc32(files.get("json", b"")) != record_crc:
+        raise BadEntry(f"{where}: the shard index and the entry's own record disagree (checksum)")
+    record = json.loads(files["json"])
+    if record["media_key"] != media_key:
+        raise BadEntry(f"{where}: the entry is media {record['media_key']!r}, not {media_key!r}")
     for ext, crc in record["crc32"].items():
         if ext not in files or zlib.crc32(files[ext]) != crc:
             raise BadEntry(f"{where}: {ext} is {'missing' if ext not in files else 'damaged'} (checksum)")
     extra = sorted(set(files) - set(record["crc32"]) - {"json"})
     if extra:
         raise BadEntry(f"{where}: files the record does not list: {', '.join(extra)}")
-    try:
-        stored = json.loads(files.get("json", b""))
-    except ValueError:
-        stored = None
-    if stored != record:
-        raise BadEntry(f"{where}: the shard index and the entry's own record disagree")
+    return record
 
 
 def _decoded(files: dict[str, bytes], record: dict, prep: Preprocessing, where: str) -> dict:
@@ -167,31 +161,30 @@ def _decode_and_encode(job: tuple[list[Clip], Preprocessing]) -> list[tuple[Medi
 
 
 class ShardWriter:
-    """Appends samples to numbered tar shards; a shard is committed (tar renamed, then its index written
-    atomically) when it reaches `shard_bytes` or at `close`. `abort` removes the shard being written."""
+    """Appends samples to numbered tar shards; a shard is committed (tar renamed, then its index and its marker
+    written atomically) when it reaches `shard_bytes` or at `commit`. `abort` removes the shard being written."""
 
     def __init__(self, folder: Path, first: int, shard_bytes: int) -> None:
         self.folder, self.number, self.shard_bytes = folder, first, shard_bytes
         self.tar = None
-        self.records: list[dict] = []
+        self.rows: list[tuple] = []
+        self.reasons: list[str] = []  # the shard's error reasons, which its rows' codes point into
         self.bytes = 0
 
     def _tmp(self) -> Path:
         return self.folder / f"{self.number:06d}.tar.tmp"
 
-    def add(self, files: dict[str, bytes]) -> Location:
+    def add(self, files: dict[str, bytes]) -> None:
         from webdataset import TarWriter
 
         if self.tar is None:
             self.tar = TarWriter(str(self._tmp()), encoder=False, mtime=TAR_MTIME)
         record = json.loads(files["json"])
         self.tar.write({"__key__": record["key"], **files})
-        self.records.append(record)
+        self.rows.append(row_of(record, zlib.crc32(files["json"]), len(self.rows), self.reasons))
         self.bytes += sum(len(data) for data in files.values())
-        location = Location(self.folder / f"{self.number:06d}.tar", len(self.records) - 1, record)
         if self.bytes >= self.shard_bytes:
             self.commit()
-        return location
 
     def commit(self) -> None:
         if self.tar is None:
@@ -201,28 +194,19 @@ class ShardWriter:
         with self._tmp().open("rb") as f:
             os.fsync(f.fileno())
         self._tmp().replace(tar)
-        index = {"store_format": STORE_FORMAT, "tar_bytes": tar.stat().st_size, "entries": self.records}
-        write_atomically(self.folder / f"{self.number:06d}.json", json.dumps(index, sort_keys=True))
-        self.tar, self.records, self.bytes, self.number = None, [], 0, self.number + 1
+        buffer = io.BytesIO()
+        np.save(buffer, np.array(self.rows, dtype=ROW), allow_pickle=False)
+        write_atomically(tar.with_suffix(".index.npy"), buffer.getvalue())
+        marker = {"store_format": STORE_FORMAT, "tar_bytes": tar.stat().st_size, "entries": len(self.rows),
+                  "reasons": self.reasons}
+        write_atomically(tar.with_suffix(".json"), json.dumps(marker, sort_keys=True))
+        self.tar, self.rows, self.reasons, self.bytes, self.number = None, [], [], 0, self.number + 1
 
     def abort(self) -> None:
         if self.tar is not None:
             self.tar.close()
             self._tmp().unlink(missing_ok=True)
             self.tar = None
-
-
-RECORD_KEYS = ("key", "media_key", "source", "status", "frames", "audio", "crc32")
-
-
-def checked(record: dict) -> dict:
-    """A shard index's record, or KeyError / TypeError when it lacks what `load` reads (the shard is left out)."""
-    missing = [k for k in RECORD_KEYS if k not in record]
-    if missing:
-        raise KeyError(f"a record without {missing[0]!r}")
-    if not isinstance(record["crc32"], dict):
-        raise TypeError("a record whose crc32 is not a mapping")
-    return record
 
 
 def read_preprocessing(path: Path) -> dict:
@@ -236,10 +220,19 @@ def read_preprocessing(path: Path) -> dict:
     return found
 
 
-def write_atomically(path: Path, text: str) -> None:
+def older_format(found: dict) -> str | None:
+    """What an older clip4vla's preprocessing.json says it wrote, None when it is this store format."""
+    if "cache_format" in found:
+        return f"a media cache of an older clip4vla (cache format {found['cache_format']}, one .pt per clip)"
+    if found.get("store_format") != STORE_FORMAT:
+        return f"a media store of another clip4vla (store format {found.get('store_format')})"
+    return None
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
+    with tmp.open("wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
@@ -260,11 +253,11 @@ class MediaStore:
         recorded = self.dir / "preprocessing.json"
         if recorded.exists():
             found = read_preprocessing(recorded)
-            if "cache_format" in found:
-                raise UserError(f"{self.dir} is a media cache of an older clip4vla (cache format "
-                                f"{found['cache_format']}, one .pt per clip), which this one does not read: run "
-                                f"`clip4vla prepare TASK` with data.cache at its parent folder to build the store "
-                                f"next to it, then delete it")
+            older = older_format(found)
+            if older:
+                raise UserError(f"{self.dir} is {older}, which this clip4vla (store format {STORE_FORMAT}) does not "
+                                f"read: run `clip4vla prepare TASK` with data.cache at its parent folder to build the "
+                                f"store next to it, then delete it")
             if found != self.wanted:
                 changed = ", ".join(f"{k} {found.get(k)} -> {v}" for k, v in self.wanted.items() if found.get(k) != v)
                 raise UserError(f"store {self.dir} was made under another preprocessing fingerprint ({changed}); "
@@ -280,83 +273,99 @@ class MediaStore:
 
     def _warn_about_older_stores(self, root: Path) -> None:
         for other in sorted(root.glob("*/preprocessing.json")):
-            if "cache_format" in read_preprocessing(other):
-                log.warning("%s holds a media cache of an older clip4vla (%s) that this one does not read; clips "
-                            "are decoded into %s (delete the old folder to free its space)", root, other.parent.name,
-                            self.dir)
+            older = older_format(read_preprocessing(other))
+            if older:
+                log.warning("%s holds %s (%s) that this one does not read; clips are decoded into %s (delete the "
+                            "old folder to free its space)", root, older, other.parent.name, self.dir)
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def _read_index(self) -> dict[str, Location]:
-        """media key -> Location from every committed shard; a shard whose tar lost bytes is left out (its clips
-        are decoded again) with a warning naming it. A later shard supersedes an earlier entry."""
-        index: dict[str, Location] = {}
-        for path in sorted(self.shards.glob("[0-9]*.json")):
-            tar = path.with_suffix(".tar")
-            try:
-                shard = json.loads(path.read_text())
-                size = tar.stat().st_size
-                entries = {checked(record)["media_key"]: Location(tar, position, record)
-                           for position, record in enumerate(shard["entries"])
-                           if record["media_key"] not in self.forgotten}
-                expected = shard["tar_bytes"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("store shard %s is unreadable (%s: %s): its clips are decoded again", path,
-                            type(exc).__name__, exc)
-                continue
-            if size != expected:
-                log.warning("store shard %s has %d bytes, its index says %s: its %d clips are decoded again", tar,
-                            size, expected, len(entries))
-                continue
-            index.update(entries)
-        return index
+    def _read_index(self) -> StoreIndex:
+        """Every committed shard's rows (`StoreIndex`); a shard whose tar lost bytes or whose index is unreadable
+        is left out (its clips are decoded again) with a warning naming it."""
+        return StoreIndex(self.shards, {key_hash(k) for k in self.forgotten})
 
     def __len__(self) -> int:
         return len(self._index)
 
+    def _rows(self, clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
+        """(row of each clip in the index, -1 where absent; whether the clip is stale: absent, or its media files
+        changed size or mtime since its entry was decoded). Each media file is looked at once."""
+        rows = self._index.find([c.media_key for c in clips])
+        files: dict[tuple[Path | None, Path | None], tuple[int, int, int, int]] = {}
+        for clip in clips:  # the segments of one video share its files
+            if (clip.video, clip.audio) not in files:
+                source = {"video": media_identity(clip.video), "audio": media_identity(clip.audio)}
+                files[clip.video, clip.audio] = identity_columns(source)
+        now = np.array([files[c.video, c.audio] for c in clips], dtype=np.int64).reshape(len(clips), 4)
+        present = rows >= 0
+        stale = ~present
+        stale[present] = (self._index.identity(rows[present]) != now[present]).any(axis=1)
+        return rows, stale
+
     def stale(self, clips: Iterable[Clip]) -> list[Clip]:
         """Clips with no entry, or whose media files changed (size or mtime) since their entry was decoded."""
-        return [c for c in clips if c.media_key not in self._index
-                or self._index[c.media_key].record["source"] != clip_source(c)]
+        clips = list(clips)
+        _, stale = self._rows(clips)
+        return [c for c, s in zip(clips, stale.tolist(), strict=True) if s]
+
+    def _row(self, clip: Clip) -> int:
+        (row,) = self._index.find([clip.media_key])
+        if row < 0:
+            raise KeyError(f"clip '{clip.id}' is not in store {self.dir}")
+        return int(row)
 
     def status(self, clip: Clip) -> MediaStatus:
-        location = self._index[clip.media_key]
-        return MediaStatus(**{**location.record["status"], "clip_id": clip.id})
+        return self.statuses([clip])[0]
+
+    def statuses(self, clips: list[Clip], rows: np.ndarray | None = None) -> list[MediaStatus]:
+        """The decode status of each clip (all in the store; `rows`, their index rows when known), from the index:
+        nothing is read from the shards."""
+        rows = self._index.find([c.media_key for c in clips]) if rows is None else rows
+        if (rows < 0).any():
+            raise KeyError(f"clip '{clips[int(np.argmax(rows < 0))].id}' is not in store {self.dir}")
+        return self._index.statuses(rows, [c.id for c in clips])
 
     def shard_of(self, clip: Clip) -> str:
-        return self._index[clip.media_key].shard.name
+        return self._index.tar(self._row(clip)).name
 
     def load(self, clip: Clip) -> dict[str, torch.Tensor | None]:
         """The clip's frames and waveform (`decode_entry`); BadEntry when the entry does not match its record."""
-        location = self._index[clip.media_key]
-        where = f"store shard {location.shard}, clip '{clip.id}'"
-        return decode_entry(self._files(location, where), location.record, self.prep, where)
+        files, record, where = self._entry(clip, self._row(clip))
+        return decode_entry(files, record, self.prep, where)
+
+    def _entry(self, clip: Clip, row: int) -> tuple[dict[str, bytes], dict, str]:
+        """(files, checked record, where) of the clip's sample; BadEntry naming where it is."""
+        tar, (position, record_crc) = self._index.tar(row), self._index.rows[["position", "record_crc"]][row]
+        where = f"store shard {tar}, clip '{clip.id}'"
+        shard = self._shard(tar, where)
+        try:
+            sample = shard[int(position)]
+            files = {ext.lstrip("."): data.read() for ext, data in sample.items() if ext.startswith(".")}
+        except Exception as exc:  # wids parsing a damaged tar raises whatever its parser hits
+            raise BadEntry(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
+        if sample["__key__"] != entry_key(clip):
+            raise BadEntry(f"{where}: position {position} holds sample {sample['__key__']}, not {entry_key(clip)}")
+        try:
+            return files, entry_record(files, int(record_crc), clip.media_key, where), where
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a record that passed its CRC but not JSON
+            raise BadEntry(f"{where}: the entry's record is malformed ({type(exc).__name__}: {exc})") from None
 
     def verify(self, clips: Iterable[Clip]) -> list[str]:
         """Check every stored entry of `clips` (checksums, keys, records; nothing decoded) and forget the damaged
         ones, so that the next `fill` decodes them again; returns what was wrong, one line per entry."""
-        damaged = []
-        for clip in {c.media_key: c for c in clips if c.media_key in self._index}.values():
-            location = self._index[clip.media_key]
-            where = f"store shard {location.shard}, clip '{clip.id}'"
+        unique = list({c.media_key: c for c in clips}.values())
+        damaged, dropped = [], []
+        for clip, row in zip(unique, self._index.find([c.media_key for c in unique]).tolist(), strict=True):
+            if row < 0:
+                continue
             try:
-                check_files(self._files(location, where), location.record, where)
+                self._entry(clip, row)
             except BadEntry as exc:
                 damaged.append(str(exc))
-                del self._index[clip.media_key]
+                dropped.append(row)
                 self.forgotten.add(clip.media_key)
+        self._index.drop(np.array(dropped, dtype=np.int64))
         return damaged
-
-    def _files(self, location: Location, where: str) -> dict[str, bytes]:
-        shard = self._shard(location.shard, where)
-        try:
-            sample = shard[location.position]
-            files = {ext.lstrip("."): data.read() for ext, data in sample.items() if ext.startswith(".")}
-        except Exception as exc:  # wids parsing a damaged tar raises whatever its parser hits
-            raise BadEntry(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
-        if sample["__key__"] != location.record["key"]:
-            raise BadEntry(f"{where}: position {location.position} holds sample {sample['__key__']}, not "
-                           f"{location.record['key']}")
-        return files
 
     def _shard(self, path: Path, where: str):
         from wids.wids import IndexedTarSamples
@@ -383,10 +392,12 @@ class MediaStore:
         returns every clip's status. Nothing is written when nothing is stale."""
         clips = list(clips)
         self.changed = set()
-        if self.stale(clips):
+        rows, stale = self._rows(clips)
+        if stale.any():
             with hold_folder(self.dir):
                 self._write(clips, progress, workers)
-        return [self.status(c) for c in clips]
+            rows = None
+        return self.statuses(clips, rows)
 
     def _write(self, clips: list[Clip], progress: Callable[[int, int], None] | None, workers: int) -> None:
         self.shards.mkdir(parents=True, exist_ok=True)
@@ -395,8 +406,10 @@ class MediaStore:
         if not (self.dir / "preprocessing.json").exists():
             write_atomically(self.dir / "preprocessing.json", json.dumps(self.wanted, indent=2))
         self._index = self._read_index()  # what another prepare committed meanwhile
-        todo = list({c.media_key: c for c in self.stale(clips)}.values())
-        self.changed = {c.media_key for c in todo if c.media_key in self._index}
+        rows, stale = self._rows(clips)
+        todo = list({c.media_key: c for c, s in zip(clips, stale.tolist(), strict=True) if s}.values())
+        self.changed = {c.media_key for c, r, s in zip(clips, rows.tolist(), stale.tolist(), strict=True)
+                        if s and r >= 0}
         stale = {c.media_key for c in todo}
         # clips cut from the same files are decoded together, groups in the order of all clips, so that a rerun
         # after a kill writes what is left in the order an uninterrupted prepare writes it
@@ -419,7 +432,7 @@ class MediaStore:
         try:
             for (group, _), encoded in zip(jobs, results, strict=True):
                 for clip, (_, files) in zip(group, encoded, strict=True):
-                    self._index[clip.media_key] = writer.add(files)
+                    writer.add(files)
                     done += 1
                     if progress:
                         progress(done, len(todo))
@@ -427,8 +440,8 @@ class MediaStore:
             self.forgotten -= {c.media_key for c in todo}
         except BaseException:
             writer.abort()  # committed shards stay: a rerun decodes only the rest
-            self._index = self._read_index()
             raise
         finally:
+            self._index = self._read_index()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

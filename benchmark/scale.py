@@ -1,0 +1,175 @@
+"""`clip4vla perf scale`: opening a pre-training-sized corpus and store, and delivering its first batch.
+
+For each size N, a HowTo100M-layout corpus of N ASR segments (100 per video; every video a hard link to one tiny
+file, so the media identity checks run on N clips without N files' bytes) and a store holding an entry for each
+segment (one small shared entry's media bytes under each segment's own record, written by the store's own
+`ShardWriter`, about 1,000 entries per shard as 1 GiB shards of 10-s clips hold). Then, in a fresh process per
+size: load the annotations, open the store, prepare the split (stale check and statuses), build the caption pairs
+and read batches through a DataLoader with worker processes, timing each step and measuring the resident memory
+of the main process and of each worker (RSS, and USS: the pages only that worker holds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+SEGMENTS_PER_VIDEO = 100
+ENTRIES_PER_SHARD = 1000
+BATCH = 32
+BATCHES = 20  # read after the first one, before memory is measured: workers touch what steady reading touches
+
+
+def write_corpus(root: Path, clips: int) -> Path:
+    """A HowTo100M folder of `clips` segments; returns it."""
+    folder = root / "howto100m"
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    shared = folder / "videos" / "shared.mp4"
+    shared.write_bytes(bytes(1000))
+    ids = [f"v{i:07d}" for i in range(-(-clips // SEGMENTS_PER_VIDEO))]
+    for video_id in ids:
+        os.link(shared, folder / "videos" / f"{video_id}.mp4")
+    (folder / "HowTo100M_v1.csv").write_text("video_id\n" + "\n".join(ids) + "\n")
+    captions = {}
+    for n, video_id in enumerate(ids):
+        count = min(SEGMENTS_PER_VIDEO, clips - n * SEGMENTS_PER_VIDEO)  # each sentence: 10 s and 5 words
+        captions[video_id] = {"start": [10.0 * k for k in range(count)], "end": [10.0 * k + 10 for k in range(count)],
+                              "text": [f"now stir the pot slowly {k}" for k in range(count)]}
+    (folder / "caption.json").write_text(json.dumps(captions))
+    return folder
+
+
+def shared_entry_files() -> dict[str, bytes]:
+    """The media files of one small entry (a grey 224 x 224 frame, 0.25 s of silence), encoded as the store does:
+    about 4 kB an entry with its record and tar headers, 4 GB at 1 M."""
+    from benchmark.items import Clip
+    from benchmark.media.decode import MediaStatus, Preprocessing
+    from benchmark.media.store import encode_entry
+
+    frames = torch.full((1, 3, 224, 224), 128, dtype=torch.uint8)
+    wave = torch.zeros(1, 4000, dtype=torch.int32)
+    files = encode_entry(Clip("shared", ("",), None, None), {"frames": frames, "wave": wave},
+                         MediaStatus("shared", True, True), Preprocessing())
+    return {ext: data for ext, data in files.items() if ext != "json"}
+
+
+def write_store(store, clips: list, media: dict[str, bytes]) -> None:
+    """An entry for each clip with the shared media bytes and the clip's own record (key, media key, identity)."""
+    from benchmark.media.decode import MediaStatus
+    from benchmark.media.store import ShardWriter, clip_source, entry_key
+
+    entry_bytes = sum(len(v) for v in media.values()) + 2048  # with the record and the tar headers
+    store.shards.mkdir(parents=True, exist_ok=True)
+    (store.dir / "preprocessing.json").write_text(json.dumps(store.wanted, indent=2))
+    writer = ShardWriter(store.shards, 0, ENTRIES_PER_SHARD * entry_bytes)
+    crc = {ext: zlib.crc32(data) for ext, data in media.items()}
+    status = {k: v for k, v in dataclasses.asdict(MediaStatus("", True, True, duration=10.0)).items() if k != "clip_id"}
+    for clip in clips:
+        record = {"key": entry_key(clip), "media_key": clip.media_key, "source": clip_source(clip), "status": status,
+                  "frames": [1, 3, 224, 224], "audio": [1, 4000], "crc32": crc}
+        writer.add({"json": json.dumps(record, sort_keys=True).encode(), **media})
+    writer.commit()
+
+
+def memory_mb(pid: int | str = "self") -> dict[str, float]:
+    """A process's RSS and its private pages, in MB, from /proc (Linux): `private` the memory only it holds
+    (written after the fork: its heap, the batches it assembles), `mapped` the clean pages of files only it maps
+    (the shards' memory maps: page cache, which the kernel reclaims under pressure)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":")
+        fields[name] = int(value.split()[0]) / 1024
+    return {"rss": fields["Rss"], "private": fields["Private_Dirty"], "mapped": fields["Private_Clean"]}
+
+
+def measure(corpus: Path, store_dir: Path, workers: int) -> dict[str, float]:
+    """What a training run does before and at its first batch, timed (in this process, fresh)."""
+    from torch.utils.data import DataLoader
+
+    from benchmark.config import load_config
+    from benchmark.data import CaptionPairs, ClipTensors, epoch_indices, prepare_split
+    from benchmark.media.decode import Preprocessing
+    from benchmark.media.store import MediaStore
+    from benchmark.media.text import CaptionTokens, Tokenizer
+    from tasks.pretrain import HowTo100M
+
+    cfg = load_config({}, ["model.clip_name=tiny-clip4vla", "model.pretrained=null"])
+    tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
+    out, start = {}, time.perf_counter()
+    clips = HowTo100M().load(corpus, "train")
+    out["annotations_s"] = time.perf_counter() - start
+    store = MediaStore(store_dir, Preprocessing.of(cfg.data))
+    out["store_open_s"] = time.perf_counter() - start - out["annotations_s"]
+    split = prepare_split(clips, store, "zero")
+    tokens = CaptionTokens([text for _, text in split.captions], tokenizer, cfg.data.max_words)
+    pairs = CaptionPairs(split, ClipTensors(store, cfg.data), tokens, augment=True, seed=0)
+    out["prepare_s"] = time.perf_counter() - start - out["annotations_s"] - out["store_open_s"]
+    order = epoch_indices(len(pairs), 0, 0)[: BATCH * (BATCHES + 1)]
+    if workers:
+        gc.freeze()  # as `train` does before its workers fork
+    loader = iter(DataLoader(pairs, batch_size=BATCH, sampler=order, num_workers=workers))
+    next(loader)
+    out["first_batch_s"] = time.perf_counter() - start
+    for _ in range(BATCHES):
+        next(loader)
+    out["main_rss_mb"] = memory_mb()["rss"]
+    per_worker = [memory_mb(w.pid) for w in loader._workers] if workers else []
+    for key in ("rss", "private", "mapped"):
+        out[f"worker_{key}_mb"] = max((m[key] for m in per_worker), default=0.0)
+    out["index_mb"] = store._index.rows.nbytes / 1e6
+    return out
+
+
+def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -> list[dict]:
+    """Generate each size's corpus and store under `folder` (a temporary one by default), measure each in a fresh
+    process, print the table."""
+    import subprocess
+    import tempfile
+
+    from benchmark.config import load_config
+    from benchmark.media.decode import Preprocessing
+    from benchmark.media.store import MediaStore
+    from tasks.pretrain import HowTo100M
+
+    rows = []
+    print("| clips | write corpus + store (s) | annotations (s) | store open (s) | prepare split (s) | first batch "
+          "(s, from start) | main RSS (MB) | worker RSS (MB) | worker private (MB) | worker mapped shards (MB) | "
+          "store index (MB) | store (GB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        media = shared_entry_files()
+        for n in sizes:
+            root = Path(tmp) / str(n)
+            start = time.perf_counter()
+            corpus = write_corpus(root, n)
+            store = MediaStore(root / "store", Preprocessing.of(load_config({}, []).data))
+            write_store(store, HowTo100M().load(corpus, "train"), media)
+            written = time.perf_counter() - start
+            run = subprocess.run([sys.executable, "-m", "benchmark.scale", str(corpus), str(store.dir), str(workers)],
+                                 capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if run.returncode:
+                raise RuntimeError(f"perf scale at {n} clips failed:\n{run.stderr[-3000:]}")
+            row = {"clips": n, "write_s": written, **json.loads(run.stdout.splitlines()[-1]),
+                   "store_gb": sum(p.stat().st_size for p in store.shards.iterdir()) / 1e9}
+            rows.append(row)
+            print(f"| {n:,} | {written:.0f} | {row['annotations_s']:.1f} | {row['store_open_s']:.1f} | "
+                  f"{row['prepare_s']:.1f} | {row['first_batch_s']:.1f} | {row['main_rss_mb']:.0f} | "
+                  f"{row['worker_rss_mb']:.0f} | {row['worker_private_mb']:.0f} | {row['worker_mapped_mb']:.0f} | "
+                  f"{row['index_mb']:.0f} | "
+                  f"{row['store_gb']:.1f} |", flush=True)
+            import shutil
+
+            shutil.rmtree(root)
+    return rows
+
+
+if __name__ == "__main__":  # one size, in a fresh process of perf_scale
+    print(json.dumps(measure(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))))

@@ -192,6 +192,40 @@ class ClipItems(Dataset):
         return self.tensors(self.split.clips[index])
 
 
+class EpochItems(Dataset):
+    """A dataset read by (epoch, index) keys: the reading process's copy is set to the item's epoch first, so
+    DataLoader workers that persist across epochs (forked once per training, before any later `set_epoch` in the
+    main process) read every epoch as the main process would: the SpecAugment view and the pre-training mix
+    depend on the epoch."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key
+        if epoch != self.epoch and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.epoch = epoch
+        return self.dataset[index]
+
+
+class EpochReads(torch.utils.data.Sampler):
+    """The (epoch, index) keys one rank reads this epoch, replaced before each epoch (`EpochItems`)."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 def epoch_indices(n: int, seed: int, epoch: int) -> list[int]:
     """The dataset order of one epoch: a permutation that depends only on (seed, epoch), so it survives resume."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
-from benchmark.data import epoch_indices, to_device
+from benchmark.data import EpochItems, EpochReads, epoch_indices, to_device
 from benchmark.errors import UserError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -203,19 +203,20 @@ def train(
         # what exists now (the clips, the store's index, the captions) leaves the collector's reach: its passes
         # write to every object, which copies a million clips' pages into each forked worker (copy-on-write)
         gc.freeze()
+    reads = EpochReads()  # this rank's (epoch, index) keys, replaced before each epoch
+    # one loader for the whole training: its workers persist across epochs (EpochItems gives each item its epoch);
+    # a private generator, so that creating it draws nothing from the global RNG (exact resume); pinned memory, so
+    # the non-blocking copies overlap compute
+    loader = DataLoader(EpochItems(dataset), batch_size=per_rank, sampler=reads, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda")
     model.train()
     start, running, last, step_broken = time.perf_counter(), {}, {}, False
     step_terms: list[tuple[list[str], torch.Tensor]] = []  # each micro-batch's terms this step, still on the device
     while at.step < total:
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(at.epoch)
         order = epoch_indices(len(dataset), seed, at.epoch)[: micro_used * micro_batch]
-        mine = [i for b in range(at.micro, micro_used)
-                for i in order[b * micro_batch + rank * per_rank : b * micro_batch + (rank + 1) * per_rank]]
-        # a private generator: creating the loader must not draw from the global RNG (exact resume)
-        loader = DataLoader(dataset, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=workers,
-                            generator=torch.Generator().manual_seed(seed * 1000 + at.epoch),
-                            pin_memory=device.type == "cuda")  # pinned: the non-blocking copies overlap compute
+        reads.keys = [(at.epoch, i) for b in range(at.micro, micro_used)
+                      for i in order[b * micro_batch + rank * per_rank : b * micro_batch + (rank + 1) * per_rank]]
         for batch in loader:
             batch = to_device(batch, device)
             sync = (at.micro + 1) % accum == 0

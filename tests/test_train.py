@@ -241,3 +241,39 @@ def test_micro_batches_with_different_loss_terms_accumulate_by_name():
     train(model, PretrainLoss(cfg.loss), SomeWithoutAudio(32), tc, seed=0, log=lambda m, s: logged.update({s: m}))
     assert len(logged) == 12 and all(math.isfinite(v) for m in logged.values() for v in m.values())
     assert any("train/ta_loss" not in m for m in logged.values()) and any("train/ta_loss" in m for m in logged.values())
+
+
+class RecordedReads(ClassPairs):
+    """Appends (reading process, the epoch its copy of the dataset is in) to a file for every item read."""
+
+    def __init__(self, path, n: int) -> None:
+        super().__init__(n)
+        self.path, self.epoch = path, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index):
+        import os
+
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()} {self.epoch}\n")
+        return super().__getitem__(index)
+
+
+def test_dataloader_workers_persist_across_epochs_and_read_each_epochs_items():
+    """Workers start once per training, not once per epoch, and each item is read by a dataset copy set to the
+    epoch it belongs to (SpecAugment views and the pre-training mix depend on it; the main process's set_epoch
+    does not reach a worker forked before it)."""
+    import tempfile
+    from collections import Counter
+    from pathlib import Path
+
+    model, cfg = tiny_model(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reads.txt"
+        train(model, RetrievalLoss(cfg.loss, "fused"), RecordedReads(path, 16),
+              train_config("finetune.epochs=3", "finetune.batch_size=4"), seed=0, log=lambda m, s: None, workers=2)
+        reads = [line.split() for line in path.read_text().splitlines()]
+    assert len({pid for pid, _ in reads}) == 2, "one set of workers for all epochs"
+    assert Counter(epoch for _, epoch in reads) == {"0": 16, "1": 16, "2": 16}

@@ -155,6 +155,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if args.what == "metrics":
         perf_metrics()
         return 0
+    if args.what == "gpu":
+        from benchmark.perf_gpu import perf_gpu
+
+        return perf_gpu()
     if args.what == "scale":
         from benchmark.scale import perf_scale
 
@@ -250,8 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "
                          "'train' = whole steps, fp32/bf16, SDPA/math, checkpointing; 'data' = decode and read; "
                          "'metrics' = scoring time at each retrieval task's test size; 'scale' = opening a generated "
-                         "corpus and store of N clips and its first batch, with memory per DataLoader worker")
-    p.add_argument("what", choices=("model", "train", "data", "metrics", "scale"))
+                         "corpus and store of N clips and its first batch, with memory per DataLoader worker; "
+                         "'gpu' = the GPU check (training steps at the paper's shapes, bf16 and fp32, caption "
+                         "decoding, the data path, an NCCL step); one line and nothing else without CUDA")
+    p.add_argument("what", choices=("model", "train", "data", "metrics", "scale", "gpu"))
     p.add_argument("--task", help="perf data: the task whose generated dataset is decoded and read")
     p.add_argument("--scale", choices=("tiny", "small"), default="small", help="perf data: generated size")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")

@@ -26,9 +26,10 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def setup(device: torch.device) -> torch.device:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); returns this rank's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
+def setup(device: torch.device, even_alone: bool = False) -> torch.device:
+    """Join the process group torchrun describes (WORLD_SIZE > 1, or any size `even_alone`: the GPU check's
+    1-process NCCL step); returns this rank's device."""
+    if (int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not even_alone) or is_distributed():
         return device
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))

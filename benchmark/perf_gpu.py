@@ -1,0 +1,181 @@
+"""`clip4vla perf gpu`: the GPU check, prepared to run in one go (issue 13 item 5; README "The GPU check").
+
+On one CUDA device, in a few minutes: ViT-B/32 training steps at the paper's shapes, each step as `train.py`
+runs it (forward, loss, backward, gradient clipping, fused AdamW), in bf16 autocast and fp32: samples/s (median
+of the timed steps, with their spread) and peak memory; caption decoding per video (beam 5, 16 steps, 12 frames
++ 16 segments); the data path's read rate at the configured workers (`clip4vla perf data`); one DDP step under
+a 1-process torchrun on NCCL. Without CUDA it prints one line and exits 0.
+
+The same code runs on CPU with the tiny model (`--device cpu`, tests/test_perf_gpu.py), so the GPU run exercises
+nothing that was never run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+# label -> (objective, per-GPU batch, frames, audio segments, fusion). Fine-tuning MSR-VTT: the authors' 4-GPU
+# run of batch 128 (32 per GPU), loose_seq, 16 segments; pre-training at AudioSet shapes: 10-s clips (10
+# segments), a micro-batch of 256 over 8 GPUs (spec §7.2: 4096 with 16 accumulation steps).
+SHAPES = {
+    "fine-tune MSR-VTT": ("retrieval", 32, 12, 16, "loose_seq"),
+    "pre-train AudioSet": ("pretrain", 32, 12, 10, "feat_avg"),
+}
+MAX_WORDS = 32
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def inputs(batch: int, frames: int, segments: int, device: torch.device, generator: torch.Generator) -> dict:
+    """Random inputs of the shapes `data.py` serves (uint8 frames, normalised on the device by `to_device`)."""
+    from benchmark.data import to_device
+
+    tokens = torch.randint(1, 49000, (batch, MAX_WORDS), generator=generator)
+    tokens[:, 0], tokens[:, -1] = 49406, 49407
+    audio = torch.randn(batch, segments, 3, 224, 224, generator=generator)
+    return to_device({
+        "tokens": tokens, "frames": torch.randint(0, 256, (batch, frames, 3, 224, 224), dtype=torch.uint8,
+                                                  generator=generator),
+        "frame_mask": torch.ones(batch, frames), "audio": audio, "audio_mask": torch.ones(batch, segments),
+        "audio_aug": audio + 0.05 * torch.randn(audio.shape, generator=generator),
+        "audio_type": torch.randint(0, 2, (batch,), generator=generator),
+    }, device)
+
+
+def build(clip_name: str, fusion: str, device: torch.device, overrides: tuple[str, ...] = ()):
+    from benchmark.config import load_config
+    from benchmark.model import build_model
+
+    cfg = load_config({}, [f"model.clip_name={clip_name}", "model.pretrained=null", f"model.fusion={fusion}",
+                           *overrides])
+    return cfg, build_model(cfg.model).to(device)
+
+
+def training_steps(clip_name: str, label: str, precision: str, device: torch.device, iters: int,
+                   batch: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
+    """Time `iters` training steps after two warm-up steps; samples/s from the median step."""
+    from benchmark.losses import PretrainLoss, RetrievalLoss
+    from benchmark.train import autocast_for, param_groups
+
+    objective, per_gpu, frames, segments, fusion = SHAPES[label]
+    batch = batch or per_gpu
+    cfg, model = build(clip_name, fusion, device, overrides)
+    loss_fn = PretrainLoss(cfg.loss) if objective == "pretrain" else RetrievalLoss(cfg.loss, "fused")
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.finetune, objective), betas=(0.9, 0.98), eps=1e-6,
+                                  fused=device.type == "cuda" or None)
+    data = inputs(batch, frames, segments, device, torch.Generator().manual_seed(0))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(2 + iters):
+        synchronize(device)
+        start = time.perf_counter()
+        with autocast_for(device, precision):
+            terms = loss_fn(model(data, objective=objective))
+        sum(v for k, v in terms.items() if k.endswith("_loss")).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"label": label, "precision": precision, "batch": batch, "samples_per_s": batch / median,
+            "spread_s": (min(times), max(times)), "peak_gb": peak_memory_gb(device)}
+
+
+@torch.no_grad()
+def caption_decoding(clip_name: str, device: torch.device, videos: int, overrides: tuple[str, ...] = (),
+                     precision: str = "bf16") -> float:
+    """Seconds per video: encoders (12 frames + 16 segments) and beam-5 decoding of 16 steps, after a warm-up."""
+    from benchmark.model.decoder import generate
+    from benchmark.train import autocast_for
+
+    _, model = build(clip_name, "loose_seq", device, ("model.decoder=true", *overrides))
+    model.eval()
+    data = inputs(videos, 12, 16, device, torch.Generator().manual_seed(0))
+    seconds = []
+    for _ in range(2):  # the first one warms up
+        synchronize(device)
+        start = time.perf_counter()
+        with autocast_for(device, precision):
+            generate(model, model.context(data), 16, beam=5)
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds[-1] / videos
+
+
+def ddp_step(device_name: str) -> None:
+    """One DDP training step with the gradient-carrying all-gather, inside torchrun (NCCL on CUDA, else gloo)."""
+    from benchmark import distributed
+    from benchmark.losses import RetrievalLoss
+    from benchmark.train import GATHERED
+
+    device = distributed.setup(torch.device(device_name), even_alone=True)
+    cfg, model = build("tiny-clip4vla" if device.type == "cpu" else "ViT-B-32-quickgelu", "feat_avg", device)
+    net = distributed.wrap(model)
+    out = net(inputs(4, 2, 2, device, torch.Generator().manual_seed(0)), objective="retrieval")
+    out = {k: distributed.all_gather(v) if k in GATHERED else v for k, v in out.items()}
+    sum(RetrievalLoss(cfg.loss, "fused")(out).values()).backward()
+    synchronize(device)
+    print(f"ddp step ok: backend {torch.distributed.get_backend()}, world {distributed.world_size()}")
+    torch.distributed.destroy_process_group()
+
+
+def perf_gpu(device_name: str = "cuda", clip_name: str = "ViT-B-32-quickgelu", iters: int = 5,
+             data_path: bool = True, batch: int | None = None, overrides: tuple[str, ...] = ()) -> int:
+    """The whole check; prints Markdown tables. Without CUDA (and device cuda): one line, exit 0. `overrides`
+    (config KEY=VALUE) fit a smaller model, e.g. the tiny one's model.cross_layers."""
+    if device_name == "cuda" and not torch.cuda.is_available():
+        print(f"perf gpu: skipped, no CUDA device here (torch {torch.__version__}, CUDA "
+              f"{torch.version.cuda or 'not built'}); run it on a GPU machine (README, \"The GPU check\")")
+        return 0
+    device = torch.device(device_name)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}, torch {torch.__version__}, model {clip_name}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as training runs
+    print("| shape | precision | batch | samples/s | step min-max (s) | peak memory (GB) |")
+    print("|---|---|---|---|---|---|")
+    for label in SHAPES:
+        for precision in ("bf16", "fp32"):
+            row = training_steps(clip_name, label, precision, device, iters, batch, overrides)
+            print(f"| {label} | {precision} | {row['batch']} | {row['samples_per_s']:.1f} | "
+                  f"{row['spread_s'][0]:.3f}-{row['spread_s'][1]:.3f} | {row['peak_gb']:.1f} |", flush=True)
+    per_video = caption_decoding(clip_name, device, 8, overrides)
+    print(f"caption decoding (beam 5, 16 steps, bf16): {per_video:.3f} s per video")
+    if data_path:
+        from benchmark.config import DataConfig
+        from benchmark.data import loader_workers
+        from benchmark.perf import perf_data
+
+        perf_data("msrvtt_retrieval", "small", max(loader_workers(DataConfig()), 1))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                          "-m", "benchmark.perf_gpu", device.type], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if run.returncode == 0:
+        print(run.stdout.strip().splitlines()[-1])
+    else:
+        print(f"ddp step FAILED (exit {run.returncode}): {run.stderr.strip().splitlines()[-1:]}")
+    return run.returncode
+
+
+if __name__ == "__main__":  # the 1-process torchrun of perf_gpu
+    ddp_step(sys.argv[1])

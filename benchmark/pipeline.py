@@ -171,6 +171,8 @@ class Reproduction:
         self.modalities = task_modalities & set(cfg.modalities) if cfg.modalities else task_modalities
         self.directions = available(self.task.spec.directions, self.modalities) if self.task else ()
         self.device = distributed.setup(resolve_device(cfg.device))
+        if self.device.type == "cuda":  # fp32 matmuls and convolutions on tensor cores (TF32); bf16 runs unchanged
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.rank = distributed.rank()
         self.store = media_store(cfg)
         self.tensors = ClipTensors(self.store, cfg.data, use_audio="audio" in self.modalities)

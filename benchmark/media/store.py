@@ -12,9 +12,10 @@ Layout of `<data.cache>/<fingerprint>/` (README, "The media store"):
 
 An entry stores what the authors' pipeline stores (spec §4, §3): JPEG frames at 1 fps with the shorter side at
 224, centre-cropped when read, and the clip's 16 kHz audio as 24-bit PCM (FLAC; `data.audio_bits=16` halves it),
-from which the log-mel is computed when read. Each record names its media files' identity (size, mtime): a file added, replaced or repaired
-after a `prepare` is decoded again. Each file of an entry carries a CRC-32: a truncated, garbage, swapped or
-wrongly shaped entry is a `BadEntry` naming the shard and the clip, never another clip's tensors.
+from which the log-mel is computed when read. Each record names its media files' identity (size, mtime): a file
+added, replaced or repaired after a `prepare` is decoded again. Each file of an entry carries a CRC-32: a
+truncated, garbage, swapped or wrongly shaped entry is a `BadEntry` naming the shard and the clip, never another
+clip's tensors.
 
 Random access goes through `wids` (webdataset's indexed tar reader, memory-mapped); the index is numpy columns
 (`shard_index`), so opening a store of 1 M clips reads ~100 MB of arrays rather than parsing 2.5 GB of JSON.

@@ -160,12 +160,19 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
         return perf_gpu()
     if args.what == "scale":
-        from benchmark.scale import perf_scale
+        from benchmark.scale import MIN_SCALE_CLIPS, perf_scale
 
         try:
             sizes = [int(n.replace("_", "")) for n in args.clips.split(",")]
         except ValueError:
-            raise UserError(f"--clips {args.clips!r}: expected comma-separated clip counts, e.g. 10000,100000")
+            sizes = [0]
+        if min(sizes) < MIN_SCALE_CLIPS:
+            raise UserError(f"--clips {args.clips!r}: expected comma-separated clip counts of at least "
+                            f"{MIN_SCALE_CLIPS}, e.g. 10000,100000")
+        if args.workers < 0:
+            raise UserError(f"--workers {args.workers}: expected 0 or more DataLoader worker processes")
+        if args.dir and not Path(args.dir).is_dir():
+            raise UserError(f"--dir {args.dir}: not a folder")
         perf_scale(sizes, args.workers, Path(args.dir) if args.dir else None)
         return 0
     cases = args.models.split(",")

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -226,9 +227,13 @@ class EpochReads(torch.utils.data.Sampler):
         return len(self.keys)
 
 
-def epoch_indices(n: int, seed: int, epoch: int) -> list[int]:
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The dataset order of one epoch: a permutation that depends only on (seed, epoch), so it survives resume."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+
+
+def epoch_indices(n: int, seed: int, epoch: int) -> list[int]:
+    return epoch_permutation(n, seed, epoch).tolist()
 
 
 class MixedCorpus(Dataset):
@@ -250,15 +255,18 @@ class MixedCorpus(Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.index: list[tuple[int, int]] = []
+        # the epoch's items as (corpus, item) columns: every DataLoader worker builds them for its epoch
+        # (EpochItems), so they are numpy arrays, not a list of a million tuples
         if self.weights is None:
-            self.index = [(k, j) for k, part in enumerate(self.parts) for j in range(len(part))]
+            self.corpus = np.repeat(np.arange(len(self.parts)), [len(p) for p in self.parts])
+            self.item = np.concatenate([np.arange(len(p)) for p in self.parts]) if self.parts else np.zeros(0, int)
         else:
             shares = [round(self.length * w / sum(self.weights)) for w in self.weights]
             shares[-1] = self.length - sum(shares[:-1])
-            for k, (part, share) in enumerate(zip(self.parts, shares, strict=True)):
-                order = epoch_indices(len(part), self.seed * 100 + k, epoch)  # corpus k's own order, by (seed, epoch)
-                self.index += [(k, order[i % len(order)]) for i in range(share)]
+            self.corpus = np.repeat(np.arange(len(self.parts)), shares)
+            self.item = np.concatenate([  # corpus k's own order, by (seed, epoch), cycled to its share
+                epoch_permutation(len(part), self.seed * 100 + k, epoch).numpy()[np.arange(share) % len(part)]
+                for k, (part, share) in enumerate(zip(self.parts, shares, strict=True))])
         for part in self.parts:
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)
@@ -267,5 +275,4 @@ class MixedCorpus(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        k, j = self.index[index]
-        return self.parts[k][j]
+        return self.parts[int(self.corpus[index])][int(self.item[index])]

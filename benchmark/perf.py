@@ -167,7 +167,7 @@ def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[di
             rows.append({"stage": "cached read", "processes": max(procs, 1), "clips": len(split.clips),
                          "seconds": time.perf_counter() - start})
         stored = sum(p.stat().st_size for p in store.shards.glob("*.tar"))
-        seconds = sum(store.status(c).duration or 0.0 for c in clips)
+        seconds = sum(s.duration or 0.0 for s in store.statuses(clips))
     for row in rows:
         row["clips_per_second"] = row["clips"] / row["seconds"]
         print(f"| {row['stage']} | {row['processes']} | {row['clips']} | {row['seconds']:.1f} | "

@@ -28,6 +28,7 @@ SHAPES = {
     "pre-train AudioSet": ("pretrain", 32, 12, 10, "feat_avg"),
 }
 MAX_WORDS = 32
+DDP_TIMEOUT_S = 300
 
 
 def synchronize(device: torch.device) -> None:
@@ -156,7 +157,12 @@ def perf_gpu(device_name: str = "cuda", clip_name: str = "ViT-B-32-quickgelu", i
     print("|---|---|---|---|---|---|")
     for label in SHAPES:
         for precision in ("bf16", "fp32"):
-            row = training_steps(clip_name, label, precision, device, iters, batch, overrides)
+            try:
+                row = training_steps(clip_name, label, precision, device, iters, batch, overrides)
+            except torch.OutOfMemoryError:
+                print(f"| {label} | {precision} | {batch or SHAPES[label][1]} | out of memory | | |", flush=True)
+                torch.cuda.empty_cache()
+                continue
             print(f"| {label} | {precision} | {row['batch']} | {row['samples_per_s']:.1f} | "
                   f"{row['spread_s'][0]:.3f}-{row['spread_s'][1]:.3f} | {row['peak_gb']:.1f} |", flush=True)
     per_video = caption_decoding(clip_name, device, 8, overrides)
@@ -167,13 +173,17 @@ def perf_gpu(device_name: str = "cuda", clip_name: str = "ViT-B-32-quickgelu", i
         from benchmark.perf import perf_data
 
         perf_data("msrvtt_retrieval", "small", max(loader_workers(DataConfig()), 1))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                          "-m", "benchmark.perf_gpu", device.type], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                              "1", "-m", "benchmark.perf_gpu", device.type], capture_output=True, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=DDP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"ddp step FAILED: no answer in {DDP_TIMEOUT_S} s (a hung NCCL initialisation?)")
+        return 1
     if run.returncode == 0:
         print(run.stdout.strip().splitlines()[-1])
     else:
-        print(f"ddp step FAILED (exit {run.returncode}): {run.stderr.strip().splitlines()[-1:]}")
+        print(f"ddp step FAILED (exit {run.returncode}):\n" + "\n".join(run.stderr.strip().splitlines()[-8:]))
     return run.returncode
 
 

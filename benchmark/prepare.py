@@ -65,11 +65,11 @@ def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: i
     writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS)
     writer.writeheader()
     for split, clips in loaded.items():
-        statuses = [store.status(c) for c in clips]
-        for clip, status in zip(clips, statuses, strict=True):
+        statuses = store.statuses(clips)
+        for clip, status, shard in zip(clips, statuses, store.shards_of(clips), strict=True):
             row = {k: v for k, v in dataclasses.asdict(status).items() if k != "clip_id"}
             writer.writerow({"id": status.clip_id, "split": split, "decodable": status.decodable, **row,
-                             "shard": store.shard_of(clip), "media_changed": clip.media_key in store.changed})
+                             "shard": shard, "media_changed": clip.media_key in store.changed})
         summary[split] = {**summarise(statuses, needs_video),
                           "media_changed": sum(c.media_key in store.changed for c in clips)}
     write_atomically(manifest, text.getvalue())

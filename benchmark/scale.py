@@ -6,7 +6,9 @@ segment (one small shared entry's media bytes under each segment's own record, w
 `ShardWriter`, about 1,000 entries per shard as 1 GiB shards of 10-s clips hold). Then, in a fresh process per
 size: load the annotations, open the store, prepare the split (stale check and statuses), build the caption pairs
 and read batches through a DataLoader with worker processes, timing each step and measuring the resident memory
-of the main process and of each worker (RSS, and USS: the pages only that worker holds).
+of the main process and of each worker after 21 batches (RSS; the dirty pages only it holds; the clean
+file pages only it maps). Not a steady state: over an epoch a worker also copies the pages of every Python
+object it reads (reference counts), which `gc.freeze` does not prevent.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import torch
 SEGMENTS_PER_VIDEO = 100
 ENTRIES_PER_SHARD = 1000
 BATCH = 32
-BATCHES = 20  # read after the first one, before memory is measured: workers touch what steady reading touches
+BATCHES = 20  # read after the first one, before memory is measured
+MIN_SCALE_CLIPS = BATCH * (BATCHES + 1)  # a corpus holds every batch read
 
 
 def write_corpus(root: Path, clips: int) -> Path:
@@ -113,8 +116,9 @@ def measure(corpus: Path, store_dir: Path, workers: int) -> dict[str, float]:
     pairs = CaptionPairs(split, ClipTensors(store, cfg.data), tokens, augment=True, seed=0)
     out["prepare_s"] = time.perf_counter() - start - out["annotations_s"] - out["store_open_s"]
     order = epoch_indices(len(pairs), 0, 0)[: BATCH * (BATCHES + 1)]
-    if workers:
-        gc.freeze()  # as `train` does before its workers fork
+    if workers:  # as `train` does before its workers fork
+        gc.collect()
+        gc.freeze()
     loader = iter(DataLoader(pairs, batch_size=BATCH, sampler=order, num_workers=workers))
     next(loader)
     out["first_batch_s"] = time.perf_counter() - start

@@ -200,8 +200,10 @@ def train(
         return score
 
     if workers:
-        # what exists now (the clips, the store's index, the captions) leaves the collector's reach: its passes
-        # write to every object, which copies a million clips' pages into each forked worker (copy-on-write)
+        # what exists now (the clips, the captions) leaves the collector's reach until training ends: its passes
+        # would write to every object and copy a million clips' pages into each forked worker (copy-on-write);
+        # collected first, so no garbage is frozen with it
+        gc.collect()
         gc.freeze()
     reads = EpochReads()  # this rank's (epoch, index) keys, replaced before each epoch
     # one loader for the whole training: its workers persist across epochs (EpochItems gives each item its epoch);
@@ -279,6 +281,8 @@ def train(
             at.epoch, at.micro = at.epoch + 1, 0
             continue
         break
+    del loader  # its workers end here, not after the final selection and the best checkpoint's load
+    gc.unfreeze()
     save(at, selected(at))
     if select is not None and checkpoints is not None:
         best = checkpoints.best() if rank == 0 else None

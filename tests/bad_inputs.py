@@ -60,6 +60,15 @@ BAD_CONFIGS: list[tuple[str | tuple[str, ...], tuple[str, ...]]] = [
 
 
 # --- media: audio files with broken contents ---------------------------------------------------------------
+# --- benchmark arguments: (argv after `clip4vla perf`, fragment of the one-line error) --------------------
+BAD_PERF_ARGS: list[tuple[list[str], str]] = [
+    (["scale", "--clips", "100"], "clip counts of at least 672"),
+    (["scale", "--clips", "10k"], "clip counts of at least 672"),
+    (["scale", "--workers", "-1"], "--workers -1: expected 0 or more"),
+    (["scale", "--dir", "/nonexistent/folder"], "--dir /nonexistent/folder: not a folder"),
+]
+
+
 def _float_wav(samples: np.ndarray, rate: int = 16_000) -> Callable[[Path], None]:
     return lambda path: soundfile.write(str(path), samples.astype(np.float32), rate, subtype="FLOAT")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from bad_inputs import BAD_PERF_ARGS
 from helpers import one_line_stderr
 
 from benchmark.cli import build_parser, main
@@ -37,6 +38,12 @@ def test_smoke_rejects_bad_input_before_any_work(tmp_path, capsys, overrides, me
     line = one_line_stderr(capsys)
     assert line.startswith("clip4vla: error: ") and message in line
     assert not (out / "data").exists()  # failed before generating anything
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_PERF_ARGS)
+def test_bad_benchmark_arguments_are_one_line_before_any_work(capsys, args, message):
+    assert main(["perf", *args]) == 2
+    assert message in one_line_stderr(capsys)
 
 
 def test_smoke_refuses_a_folder_it_did_not_make(tmp_path, capsys):

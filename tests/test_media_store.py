@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -126,13 +127,17 @@ def test_a_prepare_killed_mid_write_resumes_to_a_byte_equal_store(vatex_test, ge
     assert shard_bytes(store) == shard_bytes(uninterrupted)
 
 
-def test_a_tar_committed_without_its_index_is_written_again(vatex_test):
-    """The window between the tar's rename and its index: the rerun writes the shard again, byte-equal."""
+@pytest.mark.parametrize("written", [".tar", ".tar and .index.npy"])
+def test_a_shard_committed_without_its_marker_is_written_again(vatex_test, written):
+    """The windows between the tar's rename, its index and its marker: the rerun writes the shard again,
+    byte-equal."""
     clips, store = vatex_test
     store.fill(clips)
     before = shard_bytes(store)
     last = sorted(store.shards.glob("*.json"))[-1]
     last.unlink()
+    if written == ".tar":
+        last.with_suffix(".index.npy").unlink()
     MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).fill(clips)
     assert shard_bytes(store) == before
 
@@ -181,9 +186,15 @@ def test_damaged_entries_are_named_never_another_clips_tensors(vatex_test, caplo
     swapped = rows.copy()
     swapped["position"][[0, 1]] = rows["position"][[1, 0]]
     np.save(index_path, swapped)
+    marker_path = index_path.with_suffix("").with_suffix(".json")
+    good_marker = marker_path.read_text()
+    marker = json.loads(good_marker)
+    marker["index_crc32"] = zlib.crc32(index_path.read_bytes())  # a consistent but wrong index
+    marker_path.write_text(json.dumps(marker))
     with pytest.raises(BadEntry, match=rf"'{second.id}'.*holds sample"):
         MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(second)
     index_path.write_bytes(good_index)
+    marker_path.write_text(good_marker)
 
     # an entry's record that lost a bit (a frame fewer, another shape): never fewer frames or another shape
     with tarfile.open(tar) as t:
@@ -196,11 +207,17 @@ def test_damaged_entries_are_named_never_another_clips_tensors(vatex_test, caplo
         with pytest.raises(BadEntry, match=r"the shard index and the entry's own record disagree \(checksum\)"):
             MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(first)
         tar.write_bytes(good)
-    # an index that is not this store format's rows: the shard is left out, its clips decoded again
-    np.save(index_path, rows[["key", "position"]])
-    with caplog.at_level(logging.WARNING, logger="benchmark.media.store"):
-        assert first in MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).stale(clips)
-    assert "is unreadable (ValueError: its index is not" in caplog.text
+    # an index that lost bytes or a bit (a status, an identity), or is empty: the shard is left out, its clips
+    # decoded again, never a traceback or a status that is not the entry's
+    changed = rows.copy()
+    changed["has_audio"][0] = not rows["has_audio"][0]
+    np.save(index_path, changed)
+    for damaged in (index_path.read_bytes(), good_index[:-10], b""):
+        index_path.write_bytes(damaged)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="benchmark.media.store"):
+            assert first in MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).stale(clips)
+        assert "is unreadable (ValueError: its index does not match the CRC-32 in its marker)" in caplog.text
     index_path.write_bytes(good_index)
 
     # a truncated tar: the shard is left out with a warning and its clips are decoded again

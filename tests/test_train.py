@@ -27,7 +27,7 @@ class Interrupt(Exception):
     pass
 
 
-def _run(tmp_path, stop_at=None, resume=False):
+def _run(tmp_path, stop_at=None, resume=False, workers=0):
     model, cfg = tiny_model(0)
     tc = train_config("finetune.max_steps=6", "finetune.checkpoint_every=2")
 
@@ -36,16 +36,17 @@ def _run(tmp_path, stop_at=None, resume=False):
             raise Interrupt  # the process dies between two checkpoints
 
     train(model, RetrievalLoss(cfg.loss, "fused"), ClassPairs(24), tc, seed=3, log=log,
-          checkpoints=Checkpointer(tmp_path / "ckpt", keep_last=2), resume=resume)
+          checkpoints=Checkpointer(tmp_path / "ckpt", keep_last=2), resume=resume, workers=workers)
     return model
 
 
-def test_resume_after_a_crash_equals_the_uninterrupted_run_bitwise(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])  # 2: the persistent DataLoader workers, resumed mid-epoch
+def test_resume_after_a_crash_equals_the_uninterrupted_run_bitwise(tmp_path, workers):
     reference = _run(tmp_path / "a")
     with pytest.raises(Interrupt):
-        _run(tmp_path / "b", stop_at=5)
+        _run(tmp_path / "b", stop_at=5, workers=workers)
     assert Checkpointer(tmp_path / "b" / "ckpt").steps() == [2, 4]
-    resumed = _run(tmp_path / "b", resume=True)
+    resumed = _run(tmp_path / "b", resume=True, workers=workers)
     for (name, p), q in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
 
@@ -101,7 +102,7 @@ def test_pretraining_corpora_change_the_augmented_view_every_epoch_and_on_resume
     second = [float(data[i]["view"]) for i in range(len(data))]
     assert all(a != b for a, b in zip(first, second, strict=True))
     resumed = corpora()
-    resumed.set_epoch(1)  # what the training loop does first after a resume in epoch 1
+    resumed.set_epoch(1)  # what a reading process does first for an item of epoch 1 after a resume (EpochItems)
     assert [float(resumed[i]["view"]) for i in range(len(resumed))] == second
 
 

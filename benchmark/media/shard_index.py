@@ -1,10 +1,10 @@
 """The media store's index: one fixed-size row per entry, held as numpy columns (issue 13: a store of 1 M clips).
 
 Each committed shard has `NNNNNN.index.npy` (its rows, in tar order) and `NNNNNN.json` (written last, so a shard
-exists once it does: store format, the tar's size, the row count and the table of error reasons the rows' codes
-point into). The entry's full record (file checksums, shapes, media identity, decode status) is the sample's own
-`.json` in the tar; a row keeps what opening a store and choosing what to decode need, and the record's CRC-32,
-so the record read from the tar is the one the row was made from.
+exists once it does: store format, the tar's size, the row count, the index file's CRC-32 and the table of error
+reasons the rows' codes point into). The entry's full record (file checksums, shapes, media identity, decode
+status) is the sample's own `.json` in the tar; a row keeps what opening a store and choosing what to decode
+need, and the record's CRC-32, so the record read from the tar is the one the row was made from.
 
 A row is 102 bytes: 1 M clips are 102 MB of numpy arrays, which forked DataLoader workers share without copying
 (the per-entry dicts of store format 3 were ~2.5 kB of Python objects each, 2.5 GB per process at 1 M, and JSON to
@@ -14,9 +14,11 @@ parse at every open). Lookup is a binary search on the first 64 bits of the SHA-
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,14 +76,17 @@ def _read_shard(marker: Path) -> tuple[np.ndarray, list[str]] | None:
     tar = marker.with_suffix(".tar")
     try:
         found = json.loads(marker.read_text())
-        rows = np.load(marker.with_suffix(".index.npy"), allow_pickle=False)
+        data = marker.with_suffix(".index.npy").read_bytes()
+        if zlib.crc32(data) != found["index_crc32"]:
+            raise ValueError("its index does not match the CRC-32 in its marker")
+        rows = np.load(io.BytesIO(data), allow_pickle=False)
         size, expected, count, reasons = tar.stat().st_size, found["tar_bytes"], found["entries"], found["reasons"]
         if found["store_format"] != STORE_FORMAT or rows.dtype != ROW or len(rows) != count:
             raise ValueError(f"its index is not {count} rows of store format {STORE_FORMAT}")
-        if not isinstance(reasons, list) or rows["video_error"].max(initial=NONE) >= len(reasons) \
-                or rows["audio_error"].max(initial=NONE) >= len(reasons):
+        codes = np.concatenate([rows["video_error"], rows["audio_error"]])
+        if not isinstance(reasons, list) or codes.max(initial=NONE) >= len(reasons) or codes.min(initial=NONE) < NONE:
             raise ValueError("its error codes point outside its reason table")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         log.warning("store shard %s is unreadable (%s: %s): its clips are decoded again", marker, type(exc).__name__,
                     exc)
         return None
@@ -117,7 +122,12 @@ class StoreIndex:
         last[:-1] = keys[1:] != keys[:-1]
         keep = order[last]
         keep = keep[~np.isin(rows["key"][keep], np.fromiter(forgotten, np.uint64, len(forgotten)))]
-        self.rows, self.shard = rows[keep], shard[keep]
+        self._set(rows[keep], shard[keep])
+
+    def _set(self, rows: np.ndarray, shard: np.ndarray) -> None:
+        self.rows, self.shard = rows, shard
+        # contiguous: searchsorted on the strided column of 102-byte rows would copy it at every call (8 MB at 1 M)
+        self.keys = np.ascontiguousarray(rows["key"])
 
     def _code(self, reason: str) -> int:
         if reason not in self.reasons:
@@ -130,7 +140,7 @@ class StoreIndex:
     def find(self, media_keys: Sequence[str]) -> np.ndarray:
         """Row numbers of the media keys, -1 where absent."""
         wanted = np.fromiter((key_hash(k) for k in media_keys), np.uint64, len(media_keys))
-        keys = self.rows["key"]
+        keys = self.keys
         at = np.searchsorted(keys, wanted)
         found = at < len(keys)
         found[found] = keys[at[found]] == wanted[found]
@@ -139,10 +149,14 @@ class StoreIndex:
     def drop(self, rows: np.ndarray) -> None:
         keep = np.ones(len(self.rows), bool)
         keep[rows] = False
-        self.rows, self.shard = self.rows[keep], self.shard[keep]
+        self._set(self.rows[keep], self.shard[keep])
 
     def tar(self, row: int) -> Path:
         return self.shards / f"{int(self.shard[row]):06d}.tar"
+
+    def tars(self, rows: np.ndarray) -> list[str]:
+        """The shard file name of each row."""
+        return [f"{number:06d}.tar" for number in self.shard[rows].tolist()]
 
     def identity(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), 4] media identity (video size, mtime, audio size, mtime) the entries were decoded from."""

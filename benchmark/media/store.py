@@ -199,7 +199,7 @@ class ShardWriter:
         np.save(buffer, np.array(self.rows, dtype=ROW), allow_pickle=False)
         write_atomically(tar.with_suffix(".index.npy"), buffer.getvalue())
         marker = {"store_format": STORE_FORMAT, "tar_bytes": tar.stat().st_size, "entries": len(self.rows),
-                  "reasons": self.reasons}
+                  "index_crc32": zlib.crc32(buffer.getvalue()), "reasons": self.reasons}
         write_atomically(tar.with_suffix(".json"), json.dumps(marker, sort_keys=True))
         self.tar, self.rows, self.reasons, self.bytes, self.number = None, [], [], 0, self.number + 1
 
@@ -310,10 +310,7 @@ class MediaStore:
         return [c for c, s in zip(clips, stale.tolist(), strict=True) if s]
 
     def _row(self, clip: Clip) -> int:
-        (row,) = self._index.find([clip.media_key])
-        if row < 0:
-            raise KeyError(f"clip '{clip.id}' is not in store {self.dir}")
-        return int(row)
+        return int(self._present([clip])[0])
 
     def status(self, clip: Clip) -> MediaStatus:
         return self.statuses([clip])[0]
@@ -321,13 +318,18 @@ class MediaStore:
     def statuses(self, clips: list[Clip], rows: np.ndarray | None = None) -> list[MediaStatus]:
         """The decode status of each clip (all in the store; `rows`, their index rows when known), from the index:
         nothing is read from the shards."""
-        rows = self._index.find([c.media_key for c in clips]) if rows is None else rows
+        return self._index.statuses(self._present(clips) if rows is None else rows, [c.id for c in clips])
+
+    def _present(self, clips: list[Clip]) -> np.ndarray:
+        """The index rows of clips that are all in the store (KeyError naming the first that is not)."""
+        rows = self._index.find([c.media_key for c in clips])
         if (rows < 0).any():
             raise KeyError(f"clip '{clips[int(np.argmax(rows < 0))].id}' is not in store {self.dir}")
-        return self._index.statuses(rows, [c.id for c in clips])
+        return rows
 
-    def shard_of(self, clip: Clip) -> str:
-        return self._index.tar(self._row(clip)).name
+    def shards_of(self, clips: list[Clip]) -> list[str]:
+        """The shard file name holding each clip (all in the store)."""
+        return self._index.tars(self._present(clips))
 
     def load(self, clip: Clip) -> dict[str, torch.Tensor | None]:
         """The clip's frames and waveform (`decode_entry`); BadEntry when the entry does not match its record."""

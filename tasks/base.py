@@ -6,11 +6,13 @@ Readers raise one-line UserErrors that name the file and the problem.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -195,6 +197,106 @@ def read_json(path: Path) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+JSON_CHUNK_BYTES = 1 << 20
+
+
+def json_object_items(path: Path, expected: str, chunk_bytes: int | None = None) -> Iterator[tuple[str, Any]]:
+    """The (key, value) pairs of a file holding one JSON object, read `chunk_bytes` (JSON_CHUNK_BYTES by default)
+    at a time, so a multi-GB annotation file (HowTo100M's caption.json) is never held whole, as text or as a dict.
+    Errors are `read_json`'s (line and column of invalid JSON, binary or non-UTF-8 bytes with their offset); a file
+    that is not an object is "`path`: expected `expected`". A key given twice yields twice (json.loads keeps the
+    last)."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    chunk_bytes = chunk_bytes or JSON_CHUNK_BYTES
+    decoder, utf8 = json.JSONDecoder(), codecs.getincrementaldecoder("utf-8-sig")()
+    text, pos, dropped_lines, column_base, read, eof = "", 0, 0, 0, 0, False
+
+    def invalid(at: int, message: str) -> UserError:
+        newline = text.rfind("\n", 0, at)
+        column = at - newline if newline >= 0 else column_base + at + 1
+        return UserError(f"{path}: invalid JSON at line {dropped_lines + text.count(chr(10), 0, at) + 1} column "
+                         f"{column}: {message}")
+
+    with path.open("rb") as f:
+        def more() -> bool:
+            nonlocal text, pos, dropped_lines, column_base, read, eof
+            if eof:
+                return False
+            data = f.read(chunk_bytes)
+            if b"\0" in data:
+                raise UserError(f"{path}: not UTF-8 text (binary: a NUL byte at offset {read + data.index(0)})")
+            try:
+                decoded = utf8.decode(data, final=not data)
+            except UnicodeDecodeError as exc:  # exc.object: the decoder's held-back bytes, then this chunk
+                offset = read - (len(exc.object) - len(data)) + exc.start
+                raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                f"{offset})") from None
+            read, eof = read + len(data), not data
+            if pos > len(text) // 2:  # drop what was parsed, keeping positions for error messages
+                gone = text[:pos]
+                newline = gone.rfind("\n")
+                dropped_lines += gone.count("\n")
+                column_base = len(gone) - newline - 1 if newline >= 0 else column_base + len(gone)
+                text, pos = text[pos:], 0
+            text += decoded
+            return True
+
+        def next_char() -> str:
+            """The next non-blank character (pos left on it), '' at the end of the file."""
+            nonlocal pos
+            while True:
+                while pos < len(text) and text[pos] in " \t\n\r":
+                    pos += 1
+                if pos < len(text) or not more():
+                    return text[pos] if pos < len(text) else ""
+
+        def value() -> Any:
+            """The JSON value at pos, read on past the chunk's end when it is cut there (a number is decoded once
+            a character that cannot continue it follows, so that "-0.0025" cut after "-0" is never read short)."""
+            nonlocal pos
+            while True:
+                try:
+                    found, end = decoder.raw_decode(text, pos)
+                except json.JSONDecodeError as exc:
+                    # a value cut by the chunk's end fails at that end (or, a string, where it starts): read on
+                    cut = exc.pos >= len(text) - 8 or exc.msg.startswith("Unterminated string")
+                    if cut and more():
+                        continue
+                    raise invalid(exc.pos, exc.msg) from None
+                number = isinstance(found, int | float) and not isinstance(found, bool)
+                if number and (end == len(text) or text[end] in "0123456789.eE+-") and more():
+                    continue
+                pos = end
+                return found
+
+        if next_char() != "{":
+            raise UserError(f"{path}: expected {expected}")
+        pos += 1
+        first = True
+        while True:
+            c = next_char()
+            if c == "}" and first:
+                break
+            if c != '"':
+                raise invalid(pos, "Expecting property name enclosed in double quotes")
+            key = value()
+            if next_char() != ":":
+                raise invalid(pos, "Expecting ':' delimiter")
+            pos += 1
+            next_char()
+            yield key, value()
+            c, first = next_char(), False
+            if c == "}":
+                break
+            if c != ",":
+                raise invalid(pos, "Expecting ',' delimiter")
+            pos += 1
+        pos += 1
+        if next_char():
+            raise invalid(pos, "Extra data")
 
 
 def is_text(value: object) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
-from tasks.base import Task, TaskSpec, csv_records, first_existing, read_csv, read_json, video_and_audio
+from tasks.base import Task, TaskSpec, csv_records, first_existing, json_object_items, read_csv, video_and_audio
 
 MIN_SECONDS, MIN_WORDS = 10.0, 5  # spec §7.1: min_time, min_words
 VERBAL, NON_VERBAL = 0, 1
@@ -88,24 +88,30 @@ class HowTo100M(Task):
         listing = root / "HowTo100M_v1.csv"
         ids = [r["video_id"] for r in read_csv(listing, ("video_id",))]
         path = root / "caption.json"
-        captions = read_json(path)
-        if not isinstance(captions, dict):
-            raise UserError(f"{path}: expected an object {{video_id: {{start, end, text}}}}")
+        listed, segments = set(ids), {}
+        # streamed (HowTo100M's caption.json holds 136 M sentences): only the listed videos' segments are kept
+        for video_id, asr in json_object_items(path, "an object {video_id: {start, end, text}}"):
+            if video_id in listed and asr is not None:  # null: listed without ASR, as a missing key
+                segments[video_id] = self._segments(path, video_id, asr)
         out = []
         for video_id in ids:
-            asr = captions.get(video_id)
-            if asr is None:
+            if video_id not in segments:
                 continue  # listed without ASR: nothing to pair (counted by `clip4vla prepare` as not listed)
-            if not isinstance(asr, dict) or not all(isinstance(asr.get(k), list) for k in ("start", "end", "text")):
-                raise UserError(f"{path}: '{video_id}' lacks start/end/text lists")
-            if not len(asr["start"]) == len(asr["end"]) == len(asr["text"]):
-                raise UserError(f"{path}: '{video_id}' has start/end/text lists of different lengths")
-            times_are_numbers = all(isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
-                                    for t in asr["start"] + asr["end"])
-            if not times_are_numbers or not all(isinstance(t, str) for t in asr["text"]):
-                raise UserError(f"{path}: '{video_id}' has a start/end that is not a finite number or a text that "
-                                "is not a string")
             video, audio = video_and_audio(root, video_id, listing)
-            for k, (start, end, text) in enumerate(merge_sentences(asr["start"], asr["end"], asr["text"])):
+            for k, (start, end, text) in enumerate(segments[video_id]):
                 out.append(Clip(f"{video_id}#{k}", (text,), video, audio, VERBAL, start, end))
         return out
+
+    @staticmethod
+    def _segments(path: Path, video_id: str, asr: object) -> list[tuple[float, float, str]]:
+        """A video's checked ASR lists, merged into segments."""
+        if not isinstance(asr, dict) or not all(isinstance(asr.get(k), list) for k in ("start", "end", "text")):
+            raise UserError(f"{path}: '{video_id}' lacks start/end/text lists")
+        if not len(asr["start"]) == len(asr["end"]) == len(asr["text"]):
+            raise UserError(f"{path}: '{video_id}' has start/end/text lists of different lengths")
+        times_are_numbers = all(isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+                                for t in asr["start"] + asr["end"])
+        if not times_are_numbers or not all(isinstance(t, str) for t in asr["text"]):
+            raise UserError(f"{path}: '{video_id}' has a start/end that is not a finite number or a text that "
+                            "is not a string")
+        return merge_sentences(asr["start"], asr["end"], asr["text"])

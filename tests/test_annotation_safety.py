@@ -103,3 +103,60 @@ def test_a_split_without_usable_media_is_one_line_before_any_model_is_built(msrv
                  f"data.root={tmp_path / 'data'}", f"data.cache={tmp_path / 'cache'}"]) == 2
     (message,) = capsys.readouterr().err.strip().splitlines()
     assert "msrvtt_retrieval/test_1k_a: none of its 6 clips has usable media" in message
+
+
+def _random_json(rng, depth: int = 0):
+    if depth > 3 or rng.random() < 0.3:
+        return rng.choice([1, -2.5e-3, 123456789012, True, None, 'é\n"x\\', "日本語", "", 1e300])
+    if rng.random() < 0.5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {f"k{rng.randint(0, 9)}ü": _random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+BROKEN_JSON = ['{"a": 1,}', '{"a" 1}', '{"a": 1 "b": 2}', '{"a": [1, 2}', '{"a": 1} x', '{"a": tru}',
+               '{\n "a":\n  [1,\n  }', '{"a": "x', '{"a": -0.00']
+
+
+def test_a_json_object_streamed_in_any_chunk_size_equals_json_loads(tmp_path):
+    """caption.json (136 M sentences in HowTo100M) is read in chunks, never whole: every chunk size gives what
+    json.loads gives, values cut at a chunk's end included (a number cut after "-0" of "-0.0025", a UTF-8
+    character cut in two), and a broken file is an error at json.loads' line and column."""
+    import json
+    import random
+
+    from benchmark.errors import UserError
+    from tasks.base import json_object_items
+
+    rng, path = random.Random(0), tmp_path / "caption.json"
+    for trial in range(60):
+        value = {f"v{i}é": _random_json(rng) for i in range(rng.randint(0, 6))}
+        text = json.dumps(value, ensure_ascii=trial % 2 == 0, indent=1 if trial % 4 < 2 else None)
+        path.write_bytes(b"\xef\xbb\xbf" * (trial % 3 == 0) + text.encode())
+        for chunk in (1, 2, 7, 1 << 20):
+            assert dict(json_object_items(path, "an object", chunk)) == value, (trial, chunk)
+    for broken in BROKEN_JSON:
+        path.write_text(broken)
+        with pytest.raises(json.JSONDecodeError) as expected:
+            json.loads(broken)
+        for chunk in (1, 3, 1 << 20):
+            with pytest.raises(UserError, match=rf"line {expected.value.lineno} column {expected.value.colno}: "
+                                                rf"{expected.value.msg}"):
+                list(json_object_items(path, "an object", chunk))
+
+
+def test_howto100m_never_reads_caption_json_whole(generated, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tasks.pretrain import HowTo100M
+
+    root = generated[0] / "howto100m"
+    whole = HowTo100M().load(root, "train")
+    real = Path.read_bytes
+
+    def refuse(self):
+        assert self.name != "caption.json", "caption.json read whole"
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr("tasks.base.JSON_CHUNK_BYTES", 64)  # many chunks even for the small generated file
+    assert HowTo100M().load(root, "train") == whole

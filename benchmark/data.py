@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
-from benchmark.media.decode import MediaStatus
+from benchmark.media.decode import MediaColumns
 from benchmark.media.store import BadEntry, MediaStore
 from benchmark.media.text import CaptionTokens
 from benchmark.records import fingerprint
@@ -56,26 +55,27 @@ def prepare_split(
     alone); `drop` removes them (the authors' --filter_video_id); `miss` keeps them for evaluation to count
     as misses in audio directions.
     """
-    statuses: list[MediaStatus] = store.fill(clips, progress, workers)
-    media = media_counts(statuses, needs_video)
-    kept = [(c, s) for c, s in zip(clips, statuses, strict=True) if s.has_video or not needs_video]
+    media = store.fill(clips, progress, workers)
+    kept = media.has_video | (not needs_video)
+    counts = media_counts(media, needs_video)
     if policy == "drop":
-        kept = [(c, s) for c, s in kept if s.has_audio]
-    counts = {"clips_listed": len(clips), "clips_used": len(kept), **media,
-              "dropped_no_audio": media["missing_audio"] if policy == "drop" else 0}
-    return PreparedSplit([c for c, _ in kept], counts, {c.id: s.has_audio for c, s in kept})
+        kept &= media.has_audio
+    used = [c for c, k in zip(clips, kept.tolist(), strict=True) if k]
+    counts = {"clips_listed": len(clips), "clips_used": len(used), **counts,
+              "dropped_no_audio": counts["missing_audio"] if policy == "drop" else 0}
+    return PreparedSplit(used, counts, dict(zip((c.id for c in used), media.has_audio[kept].tolist(), strict=True)))
 
 
-def media_counts(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
+def media_counts(media: MediaColumns, needs_video: bool) -> dict[str, int]:
     """What a split's media lack, one definition for `clip4vla prepare` and every run record: `missing_video`,
     clips without a decodable video (for tasks that need video; whatever the reason); `missing_audio`, clips
     left for the task (with video, when it needs video) without decodable audio; `error_<kind>_<reason>`, why."""
-    usable = [s for s in statuses if s.has_video or not needs_video]
-    errors = Counter(f"video_{s.video_error}" for s in statuses if s.video_error and needs_video)
-    errors.update(f"audio_{s.audio_error}" for s in usable if s.audio_error)
+    usable = media.has_video | (not needs_video)
+    errors = {f"video_{r}": n for r, n in media.error_counts("video", np.full(len(usable), needs_video)).items()}
+    errors.update({f"audio_{r}": n for r, n in media.error_counts("audio", usable).items()})
     return {
-        "missing_video": len(statuses) - len(usable),
-        "missing_audio": sum(not s.has_audio for s in usable),
+        "missing_video": int((~usable).sum()),
+        "missing_audio": int((usable & ~media.has_audio).sum()),
         **{f"error_{k}": v for k, v in sorted(errors.items())},
     }
 

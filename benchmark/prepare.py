@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from benchmark.config import RunConfig
 from benchmark.data import media_counts
-from benchmark.media.decode import MediaStatus
+from benchmark.media.decode import MediaColumns, MediaStatus
 from benchmark.media.store import write_atomically
 from benchmark.pipeline import media_store
 from benchmark.registry import load_tasks
@@ -33,7 +33,7 @@ log = logging.getLogger("clip4vla")
 def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
     """Counts printed by prepare: the run records' missing video / audio (`media_counts`), plus how many clips
     have no audio track and how many files are broken."""
-    media = media_counts(statuses, needs_video)
+    media = media_counts(MediaColumns.of(statuses), needs_video)
     return {
         "items": len(statuses),
         "missing_video": media["missing_video"],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.media.decode import STORE_FORMAT, MediaStatus
+from benchmark.media.decode import STORE_FORMAT, MediaColumns, MediaStatus
 
 log = logging.getLogger("benchmark.media.store")
 
@@ -162,6 +162,12 @@ class StoreIndex:
         """[len(rows), 4] media identity (video size, mtime, audio size, mtime) the entries were decoded from."""
         picked = self.rows[rows]
         return np.stack([picked[c] for c in ("video_size", "video_mtime", "audio_size", "audio_mtime")], axis=1)
+
+    def columns(self, rows: np.ndarray) -> MediaColumns:
+        """The decode statuses of rows (all present) as columns."""
+        picked = self.rows[rows]
+        return MediaColumns(picked["has_video"], picked["has_audio"], picked["video_error"].astype(np.int64),
+                            picked["audio_error"].astype(np.int64), tuple(self.reasons))
 
     def statuses(self, rows: np.ndarray, clip_ids: Sequence[str]) -> list[MediaStatus]:
         """The decode statuses of rows (all present), as MediaStatus of the given clip ids."""

@@ -43,7 +43,7 @@ from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
-from benchmark.media.decode import STORE_FORMAT, MediaStatus, Preprocessing, decode_clips
+from benchmark.media.decode import STORE_FORMAT, MediaColumns, MediaStatus, Preprocessing, decode_clips
 from benchmark.media.shard_index import ROW, StoreIndex, identity_columns, key_hash, row_of
 from benchmark.output_lock import hold_folder
 
@@ -315,10 +315,9 @@ class MediaStore:
     def status(self, clip: Clip) -> MediaStatus:
         return self.statuses([clip])[0]
 
-    def statuses(self, clips: list[Clip], rows: np.ndarray | None = None) -> list[MediaStatus]:
-        """The decode status of each clip (all in the store; `rows`, their index rows when known), from the index:
-        nothing is read from the shards."""
-        return self._index.statuses(self._present(clips) if rows is None else rows, [c.id for c in clips])
+    def statuses(self, clips: list[Clip]) -> list[MediaStatus]:
+        """The decode status of each clip (all in the store), from the index: nothing is read from the shards."""
+        return self._index.statuses(self._present(clips), [c.id for c in clips])
 
     def _present(self, clips: list[Clip]) -> np.ndarray:
         """The index rows of clips that are all in the store (KeyError naming the first that is not)."""
@@ -390,9 +389,9 @@ class MediaStore:
 
     # -- writing ----------------------------------------------------------------------------------------------
     def fill(self, clips: Iterable[Clip], progress: Callable[[int, int], None] | None = None,
-             workers: int = 0) -> list[MediaStatus]:
+             workers: int = 0) -> MediaColumns:
         """Decode the clips that are absent or changed, in `workers` processes (0: in this one), into new shards;
-        returns every clip's status. Nothing is written when nothing is stale."""
+        returns every clip's status, as columns. Nothing is written when nothing is stale."""
         clips = list(clips)
         self.changed = set()
         rows, stale = self._rows(clips)
@@ -400,7 +399,7 @@ class MediaStore:
             with hold_folder(self.dir):
                 self._write(clips, progress, workers)
             rows = None
-        return self.statuses(clips, rows)
+        return self._index.columns(self._present(clips) if rows is None else rows)
 
     def _write(self, clips: list[Clip], progress: Callable[[int, int], None] | None, workers: int) -> None:
         self.shards.mkdir(parents=True, exist_ok=True)

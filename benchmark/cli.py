@@ -205,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="folder holding the dataset folders (data.root)")
     p.add_argument("--splits", help="comma-separated splits (default: all of the task's splits)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0: in this process)")
-    p.add_argument("--verify", action="store_true", help="check every stored entry's checksums first and decode "
-                   "the damaged ones again")
+    p.add_argument("--verify", action="store_true", help="check every stored entry's checksums and re-hash its "
+                   "media file first (a replacement of the same size and mtime), and decode the damaged or changed "
+                   "ones again")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.max_frames=12 data.cache=/fast/cache")
     p.set_defaults(func=cmd_prepare)
 

@@ -46,7 +46,8 @@ def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
 def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: int, verify: bool = False
             ) -> tuple[dict[str, dict[str, int]], Path]:
     """Decode every clip of `splits` (default: all) of a task; returns the counts per split and the manifest.
-    `verify` first checks every stored entry and decodes the damaged ones again (each named in a warning)."""
+    `verify` first checks every stored entry and its media file's SHA-256, and decodes the damaged or changed ones
+    again (each named in a warning)."""
     task = load_tasks().get(task_name)()
     spec = task.spec
     root = Path(cfg.data.root) / spec.data_dir

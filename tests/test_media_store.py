@@ -162,6 +162,28 @@ def test_media_added_or_replaced_after_a_prepare_are_decoded_again(generated, tm
     assert MediaStore(tmp_path / "store", Preprocessing()).stale(clips) == []
 
 
+def test_a_replacement_of_the_same_size_and_mtime_is_found_by_verify(generated, tmp_path):
+    """`stale` compares size and mtime only; `verify` re-hashes the media files, so a repaired file copied with
+    its mtime kept (`cp -p`, `rsync -a`) is decoded again."""
+    root = tmp_path / "audiocaps"
+    shutil.copytree(generated[0] / "audiocaps", root)
+    clips = [c for c in AudioCapsRetrieval().load(root, "test") if c.audio.is_file()]
+    store = MediaStore(tmp_path / "store", Preprocessing())
+    store.fill(clips)
+    target = clips[0].audio
+    stat, data = target.stat(), bytearray(target.read_bytes())
+    data[-100:] = bytes(100)  # other samples at the end, same size
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    reopened = MediaStore(tmp_path / "store", Preprocessing())
+    assert reopened.stale(clips) == []  # size and mtime cannot see it
+    (line,) = reopened.verify(clips)
+    assert f"'{clips[0].id}': its media {target} changed since it was decoded (SHA-256" in line
+    assert reopened.stale(clips) == [clips[0]]
+    reopened.fill(clips)
+    assert MediaStore(tmp_path / "store", Preprocessing()).verify(clips) == []
+
+
 def _first_shard(store: MediaStore, clips) -> tuple:
     """(tar, index path, its rows, the clips of its entries in tar order)."""
     tar = sorted(store.shards.glob("*.tar"))[0]

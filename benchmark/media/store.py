@@ -43,7 +43,8 @@ from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
-from benchmark.media.decode import STORE_FORMAT, MediaColumns, MediaStatus, Preprocessing, decode_clips
+from benchmark.media.decode import (STORE_FORMAT, MediaColumns, MediaStatus, Preprocessing, decode_clips,
+                                   file_digest)
 from benchmark.media.shard_index import ROW, StoreIndex, identity_columns, key_hash, row_of
 from benchmark.output_lock import hold_folder
 
@@ -353,15 +354,25 @@ class MediaStore:
             raise BadEntry(f"{where}: the entry's record is malformed ({type(exc).__name__}: {exc})") from None
 
     def verify(self, clips: Iterable[Clip]) -> list[str]:
-        """Check every stored entry of `clips` (checksums, keys, records; nothing decoded) and forget the damaged
-        ones, so that the next `fill` decodes them again; returns what was wrong, one line per entry."""
+        """Check every stored entry of `clips` (checksums, keys, records; nothing decoded) and that its media file
+        still has the SHA-256 it was decoded from (a replacement of the same size and mtime, which `stale` cannot
+        see), and forget the entries that fail, so that the next `fill` decodes them again; returns what was
+        wrong, one line per entry."""
         unique = list({c.media_key: c for c in clips}.values())
-        damaged, dropped = [], []
+        damaged, dropped, digests = [], [], {}
         for clip, row in zip(unique, self._index.find([c.media_key for c in unique]).tolist(), strict=True):
             if row < 0:
                 continue
             try:
                 self._entry(clip, row)
+                main = clip.video if clip.video is not None and clip.video.exists() else clip.audio
+                if main not in digests:  # the segments of one video share its file
+                    digests[main] = file_digest(main)[1]
+                (status,) = self._index.statuses(np.array([row]), [clip.id])
+                if digests[main] != status.sha256:
+                    raise BadEntry(f"store shard {self._index.tar(row)}, clip '{clip.id}': its media {main} changed "
+                                   f"since it was decoded (SHA-256 {(status.sha256 or 'none')[:12]} -> "
+                                   f"{(digests[main] or 'none')[:12]})")
             except BadEntry as exc:
                 damaged.append(str(exc))
                 dropped.append(row)

@@ -50,7 +50,7 @@ def write_corpus(root: Path, clips: int) -> Path:
     return folder
 
 
-def shared_entry_files() -> dict[str, bytes]:
+def small_entry_files() -> dict[str, bytes]:
     """The media files of one small entry (a grey 224 x 224 frame, 0.25 s of silence), encoded as the store does:
     about 4 kB an entry with its record and tar headers, 4 GB at 1 M."""
     from benchmark.items import Clip
@@ -149,7 +149,7 @@ def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -
           "store index (MB) | store (GB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        media = shared_entry_files()
+        media = small_entry_files()
         for n in sizes:
             root = Path(tmp) / str(n)
             start = time.perf_counter()

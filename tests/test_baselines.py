@@ -105,7 +105,7 @@ def test_paper_rows_are_pending(table):
     ],
 )
 def test_golden_values(table, method, task, direction, metric, value, confidence, comparability):
-    """Spot checks read off shared/spec/baselines.md."""
+    """Spot checks read off the spec's baselines.md (published numbers with provenance)."""
     row = one(table, method, task, direction, metric)
     assert row["value"] == value
     assert row["confidence"] == confidence

@@ -365,12 +365,12 @@ def test_the_index_of_a_large_store_is_compact_rows(tmp_path):
     import tracemalloc
 
     from benchmark.items import Clip
-    from benchmark.scale import shared_entry_files, write_store
+    from benchmark.scale import small_entry_files, write_store
 
-    media = tmp_path / "shared.mp4"
+    media = tmp_path / "video.mp4"
     media.write_bytes(bytes(100))
     clips = [Clip(f"v#{i}", ("a caption",), media, media, 0, 10.0 * i, 10.0 * i + 10) for i in range(20_000)]
-    write_store(MediaStore(tmp_path / "store", Preprocessing()), clips, shared_entry_files())
+    write_store(MediaStore(tmp_path / "store", Preprocessing()), clips, small_entry_files())
     tracemalloc.start()
     store = MediaStore(tmp_path / "store", Preprocessing())
     peak = tracemalloc.get_traced_memory()[1]

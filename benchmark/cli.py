@@ -158,7 +158,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
     if args.what == "gpu":
         from benchmark.perf_gpu import perf_gpu
 
-        return perf_gpu()
+        return perf_gpu(data_task=args.task)
     if args.what == "scale":
         from benchmark.scale import MIN_SCALE_CLIPS, perf_scale
 
@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "'gpu' = the GPU check (training steps at the paper's shapes, bf16 and fp32, caption "
                          "decoding, the data path, an NCCL step); one line and nothing else without CUDA")
     p.add_argument("what", choices=("model", "train", "data", "metrics", "scale", "gpu"))
-    p.add_argument("--task", help="perf data: the task whose generated dataset is decoded and read")
+    p.add_argument("--task", help="perf data, perf gpu: the task whose generated dataset is decoded "
+                   "and read")
     p.add_argument("--scale", choices=("tiny", "small"), default="small", help="perf data: generated size")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
     p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")

@@ -20,12 +20,12 @@ import time
 
 import torch
 
-# label -> (objective, per-GPU batch, frames, audio segments, fusion). Fine-tuning MSR-VTT: the authors' 4-GPU
-# run of batch 128 (32 per GPU), loose_seq, 16 segments; pre-training at AudioSet shapes: 10-s clips (10
+# label -> (objective, per-GPU batch, frames, audio segments, fusion). Video-retrieval fine-tuning: the authors'
+# 4-GPU run of batch 128 (32 per GPU), loose_seq, 16 segments; pre-training at 10-s-clip shapes (10
 # segments), a micro-batch of 256 over 8 GPUs (spec §7.2: 4096 with 16 accumulation steps).
 SHAPES = {
-    "fine-tune MSR-VTT": ("retrieval", 32, 12, 16, "loose_seq"),
-    "pre-train AudioSet": ("pretrain", 32, 12, 10, "feat_avg"),
+    "fine-tune retrieval": ("retrieval", 32, 12, 16, "loose_seq"),
+    "pre-train": ("pretrain", 32, 12, 10, "feat_avg"),
 }
 MAX_WORDS = 32
 DDP_TIMEOUT_S = 300
@@ -141,9 +141,10 @@ def ddp_step(device_name: str) -> None:
 
 
 def perf_gpu(device_name: str = "cuda", clip_name: str = "ViT-B-32-quickgelu", iters: int = 5,
-             data_path: bool = True, batch: int | None = None, overrides: tuple[str, ...] = ()) -> int:
-    """The whole check; prints Markdown tables. Without CUDA (and device cuda): one line, exit 0. `overrides`
-    (config KEY=VALUE) fit a smaller model, e.g. the tiny one's model.cross_layers."""
+             data_task: str | None = None, batch: int | None = None, overrides: tuple[str, ...] = ()) -> int:
+    """The whole check; prints Markdown tables. Without CUDA (and device cuda): one line, exit 0. `data_task`: the
+    task whose generated dataset the data-path row reads (`perf data`); none, no row. `overrides` (config
+    KEY=VALUE) fit a smaller model, e.g. the tiny one's model.cross_layers."""
     if device_name == "cuda" and not torch.cuda.is_available():
         print(f"perf gpu: skipped, no CUDA device here (torch {torch.__version__}, CUDA "
               f"{torch.version.cuda or 'not built'}); run it on a GPU machine (README, \"The GPU check\")")
@@ -167,12 +168,14 @@ def perf_gpu(device_name: str = "cuda", clip_name: str = "ViT-B-32-quickgelu", i
                   f"{row['spread_s'][0]:.3f}-{row['spread_s'][1]:.3f} | {row['peak_gb']:.1f} |", flush=True)
     per_video = caption_decoding(clip_name, device, 8, overrides)
     print(f"caption decoding (beam 5, 16 steps, bf16): {per_video:.3f} s per video")
-    if data_path:
+    if data_task:
         from benchmark.config import DataConfig
         from benchmark.data import loader_workers
         from benchmark.perf import perf_data
 
-        perf_data("msrvtt_retrieval", "small", max(loader_workers(DataConfig()), 1))
+        perf_data(data_task, "small", max(loader_workers(DataConfig()), 1))
+    else:
+        print("data path: not measured (give --task TASK, as for `clip4vla perf data`)")
     try:
         run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                               "1", "-m", "benchmark.perf_gpu", device.type], capture_output=True, text=True,

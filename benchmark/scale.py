@@ -1,7 +1,8 @@
 """`clip4vla perf scale`: opening a pre-training-sized corpus and store, and delivering its first batch.
 
-For each size N, a HowTo100M-layout corpus of N ASR segments (100 per video; every video a hard link to one tiny
-file, so the media identity checks run on N clips without N files' bytes) and a store holding an entry for each
+For each size N, a generated pre-training corpus of N segments, written by the task that offers it
+(`write_scale_corpus`: many segments per video, every video a hard link to one tiny file, so the media identity
+checks run on N clips without N files' bytes) and a store holding an entry for each
 segment (one small shared entry's media bytes under each segment's own record, written by the store's own
 `ShardWriter`, about 1,000 entries per shard as 1 GiB shards of 10-s clips hold). Then, in a fresh process per
 size: load the annotations, open the store, prepare the split (stale check and statuses), build the caption pairs
@@ -17,6 +18,7 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
 import sys
 import time
 import zlib
@@ -24,30 +26,20 @@ from pathlib import Path
 
 import torch
 
-SEGMENTS_PER_VIDEO = 100
 ENTRIES_PER_SHARD = 1000
 BATCH = 32
 BATCHES = 20  # read after the first one, before memory is measured
 MIN_SCALE_CLIPS = BATCH * (BATCHES + 1)  # a corpus holds every batch read
 
 
-def write_corpus(root: Path, clips: int) -> Path:
-    """A HowTo100M folder of `clips` segments; returns it."""
-    folder = root / "howto100m"
-    (folder / "videos").mkdir(parents=True, exist_ok=True)
-    shared = folder / "videos" / "shared.mp4"
-    shared.write_bytes(bytes(1000))
-    ids = [f"v{i:07d}" for i in range(-(-clips // SEGMENTS_PER_VIDEO))]
-    for video_id in ids:
-        os.link(shared, folder / "videos" / f"{video_id}.mp4")
-    (folder / "HowTo100M_v1.csv").write_text("video_id\n" + "\n".join(ids) + "\n")
-    captions = {}
-    for n, video_id in enumerate(ids):
-        count = min(SEGMENTS_PER_VIDEO, clips - n * SEGMENTS_PER_VIDEO)  # each sentence: 10 s and 5 words
-        captions[video_id] = {"start": [10.0 * k for k in range(count)], "end": [10.0 * k + 10 for k in range(count)],
-                              "text": [f"now stir the pot slowly {k}" for k in range(count)]}
-    (folder / "caption.json").write_text(json.dumps(captions))
-    return folder
+def scale_task():
+    """The registered task that writes a generated corpus of any size (`write_scale_corpus(root, clips)`): a
+    pre-training corpus whose videos hold many segments, so N clips need N/100 media files, not N."""
+    from benchmark.registry import load_tasks
+
+    registry = load_tasks()
+    return next(registry.get(name)() for name in sorted(registry)
+                if hasattr(registry.get(name), "write_scale_corpus"))
 
 
 def small_entry_files() -> dict[str, bytes]:
@@ -102,12 +94,12 @@ def measure(corpus: Path, store_dir: Path, workers: int) -> dict[str, float]:
     from benchmark.media.decode import Preprocessing
     from benchmark.media.store import MediaStore
     from benchmark.media.text import CaptionTokens, Tokenizer
-    from tasks.pretrain import HowTo100M
 
     cfg = load_config({}, ["model.clip_name=tiny-clip4vla", "model.pretrained=null"])
     tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
     out, start = {}, time.perf_counter()
-    clips = HowTo100M().load(corpus, "train")
+    task = scale_task()
+    clips = task.load(corpus, task.spec.train_split)
     out["annotations_s"] = time.perf_counter() - start
     store = MediaStore(store_dir, Preprocessing.of(cfg.data))
     out["store_open_s"] = time.perf_counter() - start - out["annotations_s"]
@@ -141,9 +133,8 @@ def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -
     from benchmark.config import load_config
     from benchmark.media.decode import Preprocessing
     from benchmark.media.store import MediaStore
-    from tasks.pretrain import HowTo100M
 
-    rows = []
+    task, rows = scale_task(), []
     print("| clips | write corpus + store (s) | annotations (s) | store open (s) | prepare split (s) | first batch "
           "(s, from start) | main RSS (MB) | worker RSS (MB) | worker private (MB) | worker mapped shards (MB) | "
           "store index (MB) | store (GB) |")
@@ -153,9 +144,9 @@ def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -
         for n in sizes:
             root = Path(tmp) / str(n)
             start = time.perf_counter()
-            corpus = write_corpus(root, n)
+            corpus = task.write_scale_corpus(root, n)
             store = MediaStore(root / "store", Preprocessing.of(load_config({}, []).data))
-            write_store(store, HowTo100M().load(corpus, "train"), media)
+            write_store(store, task.load(corpus, task.spec.train_split), media)
             written = time.perf_counter() - start
             run = subprocess.run([sys.executable, "-m", "benchmark.scale", str(corpus), str(store.dir), str(workers)],
                                  capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -169,8 +160,6 @@ def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -
                   f"{row['worker_rss_mb']:.0f} | {row['worker_private_mb']:.0f} | {row['worker_mapped_mb']:.0f} | "
                   f"{row['index_mb']:.0f} | "
                   f"{row['store_gb']:.1f} |", flush=True)
-            import shutil
-
             shutil.rmtree(root)
     return rows
 

@@ -10,7 +10,9 @@ segmentation lets every segment be decoded once (a deliberate difference, README
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 
 from benchmark.errors import UserError
@@ -101,6 +103,29 @@ class HowTo100M(Task):
             for k, (start, end, text) in enumerate(segments[video_id]):
                 out.append(Clip(f"{video_id}#{k}", (text,), video, audio, VERBAL, start, end))
         return out
+
+    SCALE_SEGMENTS_PER_VIDEO = 100  # HowTo100M has ~110 ASR segments per video
+
+    def write_scale_corpus(self, root: Path, clips: int) -> Path:
+        """A generated corpus of `clips` segments for `clip4vla perf scale`: each video a hard link to one tiny
+        file, 100 sentences of 10 s and 6 words each (one segment each); returns its folder."""
+        folder = root / self.spec.data_dir
+        (folder / "videos").mkdir(parents=True, exist_ok=True)
+        one = folder / "videos" / "one.mp4"
+        one.write_bytes(bytes(1000))
+        per = self.SCALE_SEGMENTS_PER_VIDEO
+        ids = [f"v{i:07d}" for i in range(-(-clips // per))]
+        for video_id in ids:
+            os.link(one, folder / "videos" / f"{video_id}.mp4")
+        (folder / "HowTo100M_v1.csv").write_text("video_id\n" + "\n".join(ids) + "\n")
+        captions = {}
+        for n, video_id in enumerate(ids):
+            count = min(per, clips - n * per)
+            captions[video_id] = {"start": [10.0 * k for k in range(count)],
+                                  "end": [10.0 * k + 10 for k in range(count)],
+                                  "text": [f"now stir the pot slowly {k}" for k in range(count)]}
+        (folder / "caption.json").write_text(json.dumps(captions))
+        return folder
 
     @staticmethod
     def _segments(path: Path, video_id: str, asr: object) -> list[tuple[float, float, str]]:

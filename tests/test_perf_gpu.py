@@ -18,9 +18,9 @@ def test_without_cuda_the_gpu_check_is_one_line_and_exit_0(capsys):
 
 
 def test_the_gpu_check_runs_on_cpu_with_the_tiny_model(capsys):
-    assert perf_gpu("cpu", "tiny-clip4vla", iters=1, data_path=False, batch=2, overrides=("model.cross_layers=2",)) == 0
+    assert perf_gpu("cpu", "tiny-clip4vla", iters=1, batch=2, overrides=("model.cross_layers=2",)) == 0
     out = capsys.readouterr().out
-    for shape in ("fine-tune MSR-VTT", "pre-train AudioSet"):
+    for shape in ("fine-tune retrieval", "pre-train"):
         for precision in ("bf16", "fp32"):
             assert f"| {shape} | {precision} | 2 |" in out
     assert "s per video" in out

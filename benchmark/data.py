@@ -1,5 +1,6 @@
-"""From loaded clips to model batches: decode once into the media store, apply the missing-audio policy, and
-serve (caption, clip) pairs for training and clips / captions for evaluation."""
+"""From loaded clips to model batches: decode once into the media store, apply the missing-audio policy, serve
+(caption, clip) pairs for training and clips / captions for evaluation, and make model inputs from what the
+reading processes hand on, on the device."""
 
 from __future__ import annotations
 
@@ -81,20 +82,23 @@ def media_counts(media: MediaColumns, needs_video: bool) -> dict[str, int]:
 
 
 class ClipTensors:
-    """Store entry -> model inputs: CLIP-normalised frames and z-scored log-mel segments, padded and masked."""
+    """Store entry -> what a reading process hands on for one clip: the frames it has (uint8, at most
+    data.max_frames), its 16 kHz PCM, and for the augmented view the SpecAugment masks drawn from the item's
+    generator. `batches` turns a batch of them into model inputs on the device (`ClipBatches`)."""
 
     def __init__(self, store: MediaStore, cfg: DataConfig, use_audio: bool = True) -> None:
         self.store = store
         self.cfg = cfg
         self.use_audio = use_audio  # False: the no-audio ablation; segments stay zero-masked, never encoded
+        self.batches = ClipBatches(cfg)
         self.reported: set[str] = set()
 
     def entry(self, clip: Clip) -> dict[str, torch.Tensor | None]:
-        """frames and log-mel of a clip. A damaged store entry is a one-line error (data.bad_entry=error, the
+        """frames and PCM of a clip. A damaged store entry is a one-line error (data.bad_entry=error, the
         default: a number computed without it would not be the run's), or under data.bad_entry=skip the clip goes
         on without media (zero masks), warned once per reading process."""
         try:
-            entry = self.store.load(clip)
+            return self.store.load(clip)
         except BadEntry as exc:
             fix = "run `clip4vla prepare TASK --verify` to decode it again"
             if self.cfg.bad_entry == "error":
@@ -102,50 +106,93 @@ class ClipTensors:
             if clip.media_key not in self.reported:
                 self.reported.add(clip.media_key)
                 log.warning("%s; the clip is used without media (%s)", exc, fix)
-            return {"frames": None, "logmel": None}
-        wave = entry["wave"] if self.use_audio else None
-        logmel = None if wave is None else audio_fe.log_mel(audio_fe.lmr(wave), self.cfg.stft_pad_mode)
-        return {"frames": entry["frames"], "logmel": logmel}
+            return {"frames": None, "pcm": None}
 
     def __call__(self, clip: Clip, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         entry = self.entry(clip)
-        out: dict[str, torch.Tensor] = {}
-        frames = entry["frames"]
-        # uint8 until `to_device`: a quarter of float frames' bytes to collate, pin and copy
-        out["frames"] = torch.zeros(self.cfg.max_frames, 3, video_fe.FRAME_SIZE, video_fe.FRAME_SIZE,
-                                    dtype=torch.uint8)
-        out["frame_mask"] = torch.zeros(self.cfg.max_frames)
-        if frames is not None:  # audio-only tasks have no frames: zero mask, nothing is encoded
-            n = min(frames.shape[0], self.cfg.max_frames)
-            out["frames"][:n] = frames[:n]
-            out["frame_mask"][:n] = 1
-        logmel = entry["logmel"]
-        if logmel is None:
-            shape = (self.cfg.max_audio_segments, 3, audio_fe.SEGMENT_FRAMES, audio_fe.N_MELS)
-            out["audio"], out["audio_mask"] = torch.zeros(shape), torch.zeros(self.cfg.max_audio_segments)
-            if augment is not None:
-                out["audio_aug"] = torch.zeros(shape)
-        else:
-            out["audio"], out["audio_mask"] = audio_fe.segments(logmel, self.cfg.max_audio_segments)
-            if augment is not None:
-                augmented = audio_fe.spec_augment(logmel, augment)
-                out["audio_aug"], _ = audio_fe.segments(augmented, self.cfg.max_audio_segments)
-        out["audio_type"] = torch.tensor(clip.audio_type)
+        frames, pcm = entry["frames"], entry["pcm"] if self.use_audio else None
+        size = video_fe.FRAME_SIZE
+        out = {  # what a clip lacks travels as an empty tensor (audio-only tasks: no frames)
+            "frames": frames[: self.cfg.max_frames] if frames is not None
+            else torch.zeros(0, 3, size, size, dtype=torch.uint8),
+            "pcm": pcm if pcm is not None else torch.zeros(0, 0, dtype=torch.int32),
+            "audio_type": torch.tensor(clip.audio_type),
+        }
+        if augment is not None:
+            out["keep_time"], out["keep_freq"] = (
+                audio_fe.spec_augment_masks(audio_fe.frames_of(pcm.shape[1]), augment) if pcm is not None
+                else (torch.zeros(0, dtype=torch.bool), torch.zeros(audio_fe.N_MELS, dtype=torch.bool)))
         return out
 
 
+class Batches:
+    """How a dataset's items become model inputs: `collate` where they are read (a DataLoader worker),
+    `to_device` in the training process, after the copy. This one is for items that are model inputs already:
+    stacked, then moved."""
+
+    def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return torch.utils.data.default_collate(items)
+
+    def to_device(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+PACKED = ("frames", "pcm", "keep_time")  # per-clip sizes differ: concatenated flat, with each clip's shape
+
+
+class ClipBatches(Batches):
+    """`ClipTensors` items -> model inputs. Read side (`collate`): each clip's frames, PCM and time mask are
+    concatenated flat next to their shapes, so padding and absent media are never assembled, pinned or copied.
+    Device side (`to_device`): frames padded to data.max_frames and normalised (CLIP's mean and std, spec §4),
+    and the log-mel, its SpecAugment view and z-scored segments padded to data.max_audio_segments (spec §3),
+    computed on the device, one clip at a time: it costs a CPU core about 70 ms per 10-s stereo clip (float64,
+    as the authors' librosa), so the reading processes only decode JPEG and FLAC (`clip4vla perf gpu` times it
+    inside each training step)."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+
+    def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for key in items[0]:
+            if key in PACKED:
+                batch[key] = torch.cat([item[key].reshape(-1) for item in items])
+                batch[f"{key}_shape"] = torch.tensor([list(item[key].shape) for item in items], dtype=torch.long)
+            else:
+                batch[key] = torch.stack([item[key] for item in items])
+        return batch
+
+    @torch.no_grad()
+    def to_device(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        shapes = {k: batch[f"{k}_shape"] for k in PACKED if k in batch}  # stay here: they cut the flat tensors
+        out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if not k.endswith("_shape")}
+        pcm = unpacked(out.pop("pcm"), shapes["pcm"])
+        frames, count = out.pop("frames"), shapes["frames"][:, 0]
+        frame_mask = torch.arange(self.cfg.max_frames)[None, :] < count[:, None]
+        padded = frames.new_zeros(len(count), self.cfg.max_frames, *shapes["frames"][0, 1:].tolist())
+        clip, slot = frame_mask.nonzero(as_tuple=True)  # found here: a mask index on the device would wait for it
+        padded[clip.to(device), slot.to(device)] = frames.view(-1, *padded.shape[2:])
+        out["frames"], out["frame_mask"] = video_fe.normalize(padded), frame_mask.float().to(device)
+        keep = None
+        if "keep_time" in out:
+            keep = list(zip(unpacked(out.pop("keep_time"), shapes["keep_time"]), out.pop("keep_freq"), strict=True))
+        out["audio"], out["audio_mask"], augmented = audio_fe.model_segments(
+            pcm, self.cfg.max_audio_segments, self.cfg.stft_pad_mode, keep)
+        if augmented is not None:
+            out["audio_aug"] = augmented
+        return out
+
+
+def unpacked(flat: torch.Tensor, shapes: torch.Tensor) -> list[torch.Tensor]:
+    """`ClipBatches.collate`'s flat concatenation -> each clip's tensor, as views."""
+    sizes = shapes.prod(dim=1).tolist()
+    return [part.view(shape) for part, shape in zip(flat.split(sizes), shapes.tolist(), strict=True)]
+
+
 def loader_workers(cfg: DataConfig) -> int:
-    """data.workers, or by default one process per CPU core but one (the training loop's), at most 8: reading
-    computes the log-mel on the CPU, so one process cannot keep an accelerator fed."""
+    """data.workers, or by default one process per CPU core but one (the training loop's), at most 8: each
+    reading process decodes JPEG frames and FLAC audio, and one cannot keep an accelerator fed."""
     return cfg.workers if cfg.workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch on `device`, its uint8 frames normalised there (CLIP's mean and std, spec §4)."""
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if "frames" in out and out["frames"].dtype == torch.uint8:
-        out["frames"] = video_fe.normalize(out["frames"])
-    return out
 
 
 class CaptionPairs(Dataset):

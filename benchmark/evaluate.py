@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from benchmark import distributed
-from benchmark.data import ClipItems, ClipTensors, PreparedSplit, to_device
+from benchmark.data import ClipItems, ClipTensors, PreparedSplit
 from benchmark.media.text import CaptionTokens
 from benchmark.metrics import clip_to_text_ranks, postprocess, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
@@ -55,7 +55,7 @@ def clip_batches(split: PreparedSplit, tensors: ClipTensors, batch_size: int, de
     """This rank's share of the clips, in order, in batches (the global RNG left untouched)."""
     mine = Subset(ClipItems(split, tensors), share(len(split.clips)))
     return DataLoader(mine, batch_size=batch_size, num_workers=workers, generator=torch.Generator(),
-                      pin_memory=device.type == "cuda")
+                      collate_fn=tensors.batches.collate, pin_memory=device.type == "cuda")
 
 
 @torch.no_grad()
@@ -70,8 +70,9 @@ def encode(
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "fused": []}
     for batch in clip_batches(split, tensors, batch_size, device, workers):
+        batch = tensors.batches.to_device(batch, device)  # the log-mel in float64, outside autocast
         with autocast_for(device, precision):
-            out = model(to_device(batch, device))
+            out = model(batch)
         for key in parts:
             parts[key].append(out[key].float().cpu())
     rows = share(len(tokens))
@@ -132,8 +133,9 @@ def generate_captions(model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensor
     model.eval()
     texts = []
     for batch in clip_batches(split, tensors, batch_size, device):
+        batch = tensors.batches.to_device(batch, device)
         with autocast_for(device, precision):
-            context = model.context(to_device(batch, device))
+            context = model.context(batch)
             texts += [decode(ids) for ids in generate(model, context, max_words, beam)]
     model.train(was_training)
     return gathered(texts)

@@ -130,8 +130,9 @@ def perf_train(cases: list[str], iters: int, precisions: tuple[str, ...] = ("fp3
 
 
 def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[dict]:
-    """Time decoding a task's generated training and test splits into a fresh media store, then reading them
-    back; prints the store's bytes per clip and per 10 s of media."""
+    """Time decoding a task's generated training and test splits into a fresh media store, reading them back as
+    batches (DataLoader with 0 and `workers` workers), and making model inputs from them on this CPU (what the
+    accelerator does in training); prints the store's bytes per clip and per 10 s of media."""
     import tempfile
     from pathlib import Path
 
@@ -160,12 +161,18 @@ def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[di
             split = prepare_split(clips, store, "zero", "video" in spec.modalities, workers=procs)
             rows.append({"stage": "decode", "processes": max(procs, 1), "clips": len(clips),
                          "seconds": time.perf_counter() - start})
-            loader = DataLoader(ClipItems(split, ClipTensors(store, data)), batch_size=16, num_workers=procs)
+            tensors = ClipTensors(store, data)
+            loader = DataLoader(ClipItems(split, tensors), batch_size=16, num_workers=procs,
+                                collate_fn=tensors.batches.collate)
             start = time.perf_counter()
-            for _ in loader:
-                pass
-            rows.append({"stage": "cached read", "processes": max(procs, 1), "clips": len(split.clips),
-                         "seconds": time.perf_counter() - start})
+            batches = list(loader)
+            rows.append({"stage": "read (store -> batches of frames and PCM)", "processes": max(procs, 1),
+                         "clips": len(split.clips), "seconds": time.perf_counter() - start})
+        start = time.perf_counter()
+        for batch in batches:  # what the accelerator does in training, here on this CPU
+            tensors.batches.to_device(batch, torch.device("cpu"))
+        rows.append({"stage": "model inputs on the device (log-mel, segments; here the CPU)", "processes": 1,
+                     "clips": len(split.clips), "seconds": time.perf_counter() - start})
         stored = sum(p.stat().st_size for p in store.shards.glob("*.tar"))
         seconds = sum(s.duration or 0.0 for s in store.statuses(clips))
     for row in rows:

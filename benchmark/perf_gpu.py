@@ -1,7 +1,8 @@
 """`clip4vla perf gpu`: the GPU check, prepared to run in one go (issue 13 item 5; README "The GPU check").
 
 On one CUDA device, in a few minutes: ViT-B/32 training steps at the paper's shapes, each step as `train.py`
-runs it (forward, loss, backward, gradient clipping, fused AdamW), in bf16 autocast and fp32: samples/s (median
+runs it (the batch's copy and its model inputs made on the device: frames normalised, log-mel and segments from
+the PCM; forward, loss, backward, gradient clipping, fused AdamW), in bf16 autocast and fp32: samples/s (median
 of the timed steps, with their spread) and peak memory; caption decoding per video (beam 5, 16 steps, 12 frames
 + 16 segments); the data path's read rate at the configured workers (`clip4vla perf data`); one DDP step under
 a 1-process torchrun on NCCL. Without CUDA it prints one line and exits 0.
@@ -44,20 +45,27 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def inputs(batch: int, frames: int, segments: int, device: torch.device, generator: torch.Generator) -> dict:
-    """Random inputs of the shapes `data.py` serves (uint8 frames, normalised on the device by `to_device`)."""
-    from benchmark.data import to_device
+def inputs(batch: int, frames: int, segments: int, generator: torch.Generator, augment: bool = False):
+    """A batch as reading processes hand it on (uint8 frames, 16-bit stereo PCM long enough for `segments` log-mel
+    segments, SpecAugment masks with `augment`) and the `ClipBatches` that makes it model inputs on a device."""
+    from benchmark.config import DataConfig
+    from benchmark.data import ClipBatches
+    from benchmark.media import audio as audio_fe
 
-    tokens = torch.randint(1, 49000, (batch, MAX_WORDS), generator=generator)
-    tokens[:, 0], tokens[:, -1] = 49406, 49407
-    audio = torch.randn(batch, segments, 3, 224, 224, generator=generator)
-    return to_device({
-        "tokens": tokens, "frames": torch.randint(0, 256, (batch, frames, 3, 224, 224), dtype=torch.uint8,
-                                                  generator=generator),
-        "frame_mask": torch.ones(batch, frames), "audio": audio, "audio_mask": torch.ones(batch, segments),
-        "audio_aug": audio + 0.05 * torch.randn(audio.shape, generator=generator),
-        "audio_type": torch.randint(0, 2, (batch,), generator=generator),
-    }, device)
+    samples = (audio_fe.SEGMENT_FRAMES * segments - 2) * audio_fe.HOP  # 1 + N // 128 frames: `segments` segments
+    items = []
+    for _ in range(batch):
+        tokens = torch.randint(1, 49000, (MAX_WORDS,), generator=generator)
+        tokens[0], tokens[-1] = 49406, 49407
+        item = {"tokens": tokens, "frames": torch.randint(0, 256, (frames, 3, 224, 224), dtype=torch.uint8,
+                                                          generator=generator),
+                "pcm": torch.randint(-2**15, 2**15, (2, samples), dtype=torch.int32, generator=generator) << 16,
+                "audio_type": torch.randint(0, 2, (), generator=generator)}
+        if augment:
+            item["keep_time"], item["keep_freq"] = audio_fe.spec_augment_masks(audio_fe.frames_of(samples), generator)
+        items.append(item)
+    batches = ClipBatches(DataConfig(max_frames=frames, max_audio_segments=segments))
+    return batches.collate(items), batches
 
 
 def build(clip_name: str, fusion: str, device: torch.device, overrides: tuple[str, ...] = ()):
@@ -81,13 +89,14 @@ def training_steps(clip_name: str, label: str, precision: str, device: torch.dev
     loss_fn = PretrainLoss(cfg.loss) if objective == "pretrain" else RetrievalLoss(cfg.loss, "fused")
     optimizer = torch.optim.AdamW(param_groups(model, cfg.finetune, objective), betas=(0.9, 0.98), eps=1e-6,
                                   fused=device.type == "cuda" or None)
-    data = inputs(batch, frames, segments, device, torch.Generator().manual_seed(0))
+    read, batches = inputs(batch, frames, segments, torch.Generator().manual_seed(0), objective == "pretrain")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(2 + iters):
         synchronize(device)
         start = time.perf_counter()
+        data = batches.to_device(read, device)  # the copy, frames normalised, log-mel and segments on the device
         with autocast_for(device, precision):
             terms = loss_fn(model(data, objective=objective))
         sum(v for k, v in terms.items() if k.endswith("_loss")).backward()
@@ -111,11 +120,12 @@ def caption_decoding(clip_name: str, device: torch.device, videos: int, override
 
     _, model = build(clip_name, "loose_seq", device, ("model.decoder=true", *overrides))
     model.eval()
-    data = inputs(videos, 12, 16, device, torch.Generator().manual_seed(0))
+    read, batches = inputs(videos, 12, 16, torch.Generator().manual_seed(0))
     seconds = []
     for _ in range(2):  # the first one warms up
         synchronize(device)
         start = time.perf_counter()
+        data = batches.to_device(read, device)
         with autocast_for(device, precision):
             generate(model, model.context(data), 16, beam=5)
         synchronize(device)
@@ -132,7 +142,8 @@ def ddp_step(device_name: str) -> None:
     device = distributed.setup(torch.device(device_name), even_alone=True)
     cfg, model = build("tiny-clip4vla" if device.type == "cpu" else "ViT-B-32-quickgelu", "feat_avg", device)
     net = distributed.wrap(model)
-    out = net(inputs(4, 2, 2, device, torch.Generator().manual_seed(0)), objective="retrieval")
+    read, batches = inputs(4, 2, 2, torch.Generator().manual_seed(0))
+    out = net(batches.to_device(read, device), objective="retrieval")
     out = {k: distributed.all_gather(v) if k in GATHERED else v for k, v in out.items()}
     sum(RetrievalLoss(cfg.loss, "fused")(out).values()).backward()
     synchronize(device)

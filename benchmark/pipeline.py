@@ -362,7 +362,8 @@ class Reproduction:
 
             begin = time.perf_counter()
             summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, loader_workers(self.cfg.data),
-                            checkpoints=checkpoints, resume=self.resume, select=select)
+                            checkpoints=checkpoints, resume=self.resume, select=select,
+                            batches=self.tensors.batches)
             run.log_metrics(summary)
             self.records.append(self.record(name, tags, summary, {"pairs": len(pairs)}, None, begin,
                                             {"checkpoints": str(checkpoints.dir)}))

@@ -50,8 +50,8 @@ def small_entry_files() -> dict[str, bytes]:
     from benchmark.media.store import encode_entry
 
     frames = torch.full((1, 3, 224, 224), 128, dtype=torch.uint8)
-    wave = torch.zeros(1, 4000, dtype=torch.int32)
-    files = encode_entry(Clip("shared", ("",), None, None), {"frames": frames, "wave": wave},
+    pcm = torch.zeros(1, 4000, dtype=torch.int32)
+    files = encode_entry(Clip("shared", ("",), None, None), {"frames": frames, "pcm": pcm},
                          MediaStatus("shared", True, True), Preprocessing())
     return {ext: data for ext, data in files.items() if ext != "json"}
 
@@ -111,8 +111,10 @@ def measure(corpus: Path, store_dir: Path, workers: int) -> dict[str, float]:
     if workers:  # as `train` does before its workers fork
         gc.collect()
         gc.freeze()
-    loader = iter(DataLoader(pairs, batch_size=BATCH, sampler=order, num_workers=workers))
-    next(loader)
+    batches = pairs.tensors.batches
+    loader = iter(DataLoader(pairs, batch_size=BATCH, sampler=order, num_workers=workers,
+                             collate_fn=batches.collate))
+    batches.to_device(next(loader), torch.device("cpu"))  # the model inputs, on the device (here the CPU)
     out["first_batch_s"] = time.perf_counter() - start
     for _ in range(BATCHES):
         next(loader)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
-from benchmark.data import EpochItems, EpochReads, epoch_indices, to_device
+from benchmark.data import Batches, EpochItems, EpochReads, epoch_indices
 from benchmark.errors import UserError
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -129,12 +129,14 @@ def train(
     checkpoints: Checkpointer | None = None,
     resume: bool = False,
     select: Callable[[], float] | None = None,
+    batches: Batches | None = None,
 ) -> dict[str, float]:
     """Train `model` on `dataset` for cfg.epochs (or cfg.max_steps optimizer steps); returns a summary.
 
     With `checkpoints`, a checkpoint is written every cfg.checkpoint_every steps and at the end; with `resume`,
     training continues from the newest one exactly where it stopped. With `select` (higher is better), the
     model is scored every cfg.eval_every steps and at the end, and the best checkpoint is restored at the end.
+    `batches` makes the dataset's items model inputs (ClipBatches for ClipTensors items; by default they are).
     """
     if select is not None and checkpoints is None:
         raise ValueError("model selection keeps the best checkpoint: pass `checkpoints`")
@@ -209,7 +211,9 @@ def train(
     # one loader for the whole training: its workers persist across epochs (EpochItems gives each item its epoch);
     # a private generator, so that creating it draws nothing from the global RNG (exact resume); pinned memory, so
     # the non-blocking copies overlap compute
+    batches = batches or Batches()
     loader = DataLoader(EpochItems(dataset), batch_size=per_rank, sampler=reads, drop_last=True,
+                        collate_fn=batches.collate,
                         num_workers=workers, persistent_workers=workers > 0,
                         generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda")
     model.train()
@@ -220,7 +224,7 @@ def train(
         reads.keys = [(at.epoch, i) for b in range(at.micro, micro_used)
                       for i in order[b * micro_batch + rank * per_rank : b * micro_batch + (rank + 1) * per_rank]]
         for batch in loader:
-            batch = to_device(batch, device)
+            batch = batches.to_device(batch, device)
             sync = (at.micro + 1) % accum == 0
             with autocast, (nullcontext() if sync else distributed.no_sync(net)):
                 out = net(batch, objective=objective)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 import torch
-from helpers import ClassPairs, tiny_model
+from helpers import ClassPairs, ServedItems, tiny_model
 
 from benchmark import distributed
 from benchmark.data import PreparedSplit
@@ -19,18 +19,12 @@ if __name__ == "__main__":
     items = ClassPairs(7)
     clips = [Clip(f"clip{i}", (f"caption {i}", f"another {i}"), None, None) for i in range(7)]
     split = PreparedSplit(clips)
-    tensors = {c.media_key: items[i] for i, c in enumerate(clips)}
-    served = []  # the clips this rank read
-
-    def clip_tensors(clip):
-        served.append(clip.id)
-        return tensors[clip.media_key]
-
+    clip_tensors = ServedItems({c.media_key: items[i] for i, c in enumerate(clips)})
     tokens = torch.stack([items[i // 2]["tokens"] for i in range(14)])  # 14 captions, two per clip
     encoded = encode(model, split, clip_tensors, tokens, batch_size=3)
     texts = generate_captions(model, split, clip_tensors, lambda ids: " ".join(map(str, ids)), max_words=6, beam=2,
                               batch_size=2)
-    served = distributed.gather_objects(served)
+    served = distributed.gather_objects(clip_tensors.read)
     if distributed.rank() == 0:
         torch.save({"world": distributed.world_size(), "text": encoded.text, "clips": encoded.clips,
                     "captions": texts, "served": served}, sys.argv[1])

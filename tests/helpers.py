@@ -43,6 +43,20 @@ class ClassPairs(Dataset):
         return self.items[index]
 
 
+class ServedItems:
+    """Stands in for ClipTensors in evaluation: each clip's item looked up by media key (model inputs already,
+    so the default `Batches` stacks and moves them); `read` lists the clips this process read."""
+
+    def __init__(self, items: dict[str, dict[str, torch.Tensor]]) -> None:
+        from benchmark.data import Batches
+
+        self.items, self.batches, self.read = items, Batches(), []
+
+    def __call__(self, clip) -> dict[str, torch.Tensor]:
+        self.read.append(clip.id)
+        return self.items[clip.media_key]
+
+
 def class_batch(n: int = 4) -> dict[str, torch.Tensor]:
     """The first n ClassPairs items stacked into one batch."""
     items = [ClassPairs(n)[i] for i in range(n)]

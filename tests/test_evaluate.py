@@ -4,7 +4,7 @@ test_distributed.py."""
 from __future__ import annotations
 
 import torch
-from helpers import ClassPairs, tiny_model
+from helpers import ClassPairs, ServedItems, tiny_model
 
 from benchmark.data import PreparedSplit
 from benchmark.evaluate import encode
@@ -15,12 +15,11 @@ def test_encoding_runs_under_the_training_precision_and_returns_float32_features
     model, _ = tiny_model(0)
     items = ClassPairs(4)
     clips = [Clip(f"clip{i}", (f"caption {i}",), None, None) for i in range(4)]
-    served = {c.media_key: items[i] for i, c in enumerate(clips)}
+    served = ServedItems({c.media_key: items[i] for i, c in enumerate(clips)})
     tokens = torch.stack([items[i]["tokens"] for i in range(4)])
 
     def encoded(precision):
-        return encode(model, PreparedSplit(clips), lambda clip: served[clip.media_key], tokens, batch_size=2,
-                      precision=precision)
+        return encode(model, PreparedSplit(clips), served, tokens, batch_size=2, precision=precision)
 
     full, half = encoded("fp32"), encoded("bf16")
     for a, b in [(full.text, half.text), *((full.clips[k], half.clips[k]) for k in ("video", "audio", "fused"))]:

@@ -133,7 +133,7 @@ def test_segments_of_one_video_are_decoded_once_and_cut_as_if_decoded_alone(gene
     for clip, (entry, status) in zip(clips, alone, strict=True):
         grouped_entry, grouped_status = by_id[clip.id]
         assert grouped_status == status
-        for key in ("frames", "wave"):
+        for key in ("frames", "pcm"):
             assert (entry[key] is None) == (grouped_entry[key] is None)
             if entry[key] is not None:
                 assert torch.equal(torch.as_tensor(entry[key]), torch.as_tensor(grouped_entry[key]))
@@ -155,4 +155,4 @@ def test_prepare_verify_decodes_damaged_entries_again(generated, tmp_path, caplo
         assert main([*args, "--verify"]) == 0
     assert "flac is damaged (checksum): decoded again" in caplog.text
     clip = next(c for c in AudioCapsRetrieval().load(root / "audiocaps", "test") if entry_key(c) == key)
-    assert media_store(load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])).load(clip)["wave"] is not None
+    assert media_store(load_config({}, [f"data.root={root}", f"data.cache={tmp_path}"])).load(clip)["pcm"] is not None

@@ -154,8 +154,8 @@ def resample_16k(x: np.ndarray, rate: int) -> np.ndarray:
     return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, size - y.shape[-1])])
 
 
-@functools.lru_cache(maxsize=4)
-def _mel_transform(pad_mode: str) -> torch.nn.Module:
+@functools.lru_cache(maxsize=8)
+def _mel_transform(pad_mode: str, device: torch.device = torch.device("cpu")) -> torch.nn.Module:
     import torchaudio
 
     with warnings.catch_warnings():
@@ -176,12 +176,12 @@ def _mel_transform(pad_mode: str) -> torch.nn.Module:
             mel_scale="slaney",
             window_fn=torch.hann_window,
         )
-    return transform.double()
+    return transform.double().to(device)
 
 
 def log_mel(channels: torch.Tensor, pad_mode: str = "constant") -> torch.Tensor:
     """[3, N] 16 kHz -> float32 dB [3, T, 224] with T = 1 + N // 128, floored at max - 80 dB per channel."""
-    power = _mel_transform(pad_mode)(channels)  # [3, 224, T]
+    power = _mel_transform(pad_mode, channels.device)(channels)  # [3, 224, T]
     db = 10.0 * torch.log10(power.clamp_min(AMIN))
     # Per channel, as the authors' per-channel librosa calls (AmplitudeToDB would take a joint max, spec §3).
     floor = db.amax(dim=(1, 2), keepdim=True) - TOP_DB
@@ -195,16 +195,23 @@ def file_log_mel(path: Path, pad_mode: str = "constant", start: float | None = N
     return log_mel(lmr_channels(wave, rate), pad_mode)
 
 
-def spec_augment(logmel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The intra-modal positive view (spec §3 "Augmentation"): frequency and time masks set to 0 dB.
+def frames_of(samples: int) -> int:
+    """Log-mel frames of `samples` at 16 kHz: T = 1 + N // 128 (centred STFT frames, as `log_mel` makes)."""
+    return 1 + samples // HOP
+
+
+def spec_augment_masks(frames: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The intra-modal positive view's masks (spec §3 "Augmentation") for a log-mel of `frames` frames: bool
+    keep [frames] and keep [224]; the view is `logmel * (keep_time[:, None] & keep_freq[None, :])`, masked bins
+    at 0 dB, all channels alike.
 
     11 frequency masks and int(0.15·T) time masks, each of width floor(U[0, 10)), start uniform over the valid
-    range, applied to all channels; no time warp. Roughly half the frames of a 10 s clip end up masked.
+    range; no time warp. Roughly half the frames of a 10 s clip end up masked. Drawn where the clip is read (its
+    generator, from (seed, epoch, item)); applied where the log-mel is computed (`model_segments`).
     """
-    _, frames, bins = logmel.shape
-    keep_t = _mask_axis(frames, int(frames * 0.15), generator)
-    keep_f = _mask_axis(bins, int(bins * 0.05), generator)
-    return logmel * (keep_t[:, None] & keep_f[None, :])
+    keep_time = _mask_axis(frames, int(frames * 0.15), generator)
+    keep_freq = _mask_axis(N_MELS, int(N_MELS * 0.05), generator)
+    return keep_time, keep_freq
 
 
 def _mask_axis(length: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -237,8 +244,39 @@ def segments(logmel: torch.Tensor, max_segments: int) -> tuple[torch.Tensor, tor
     mean = x.mean(dim=(2, 3), keepdim=True)
     std = x.std(dim=(2, 3), keepdim=True, unbiased=False)
     x = (x - mean) / (std + 1e-10)
-    out = torch.zeros(max_segments, channels, SEGMENT_FRAMES, bins)
+    out = x.new_zeros(max_segments, channels, SEGMENT_FRAMES, bins)
     out[:n] = x
-    mask = torch.zeros(max_segments)
+    mask = x.new_zeros(max_segments)
     mask[:n] = 1
     return out, mask
+
+
+def from_pcm(pcm: torch.Tensor) -> torch.Tensor:
+    """Stored int32 PCM [C, N] (the bits at the top, `pcm`) -> float64 [C, N] in [-1, 1): exact (a power of two)."""
+    return pcm.to(torch.float64) / PCM_SCALE
+
+
+@torch.no_grad()
+def model_segments(pcm: list[torch.Tensor], max_segments: int, pad_mode: str = "constant",
+                   keep: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Each clip's 16 kHz PCM [C, N] (empty: no audio), on the device that computes -> z-scored segments
+    [B, max_segments, 3, 224, 224], their mask [B, max_segments], and with `keep` (each clip's
+    `spec_augment_masks`) the augmented view's segments (else None).
+
+    One clip at a time at its own length, so every clip's log-mel is exactly the one it has alone (a batch
+    padded to its longest clip would change the last frames under reflect padding, and each clip's -80 dB floor).
+    """
+    device = pcm[0].device if pcm else torch.device("cpu")
+    shape = (len(pcm), max_segments, 3, SEGMENT_FRAMES, N_MELS)
+    audio, mask = torch.zeros(shape, device=device), torch.zeros(len(pcm), max_segments, device=device)
+    augmented = torch.zeros(shape, device=device) if keep is not None else None
+    for i, samples in enumerate(pcm):
+        if samples.numel() == 0:
+            continue
+        logmel = log_mel(lmr(from_pcm(samples)), pad_mode)
+        audio[i], mask[i] = segments(logmel, max_segments)
+        if keep is not None:
+            keep_time, keep_freq = keep[i]
+            augmented[i] = segments(logmel * (keep_time[:, None] & keep_freq[None, :]), max_segments)[0]
+    return audio, mask, augmented

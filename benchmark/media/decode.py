@@ -3,8 +3,9 @@
 A decoded clip is uint8 frames [T, 3, H, W] at 1 fps with the shorter side resized to 224 (centre-cropped when
 read, as the authors' pipeline crops its JPEGs) and its audio as 16 kHz PCM [C, N] (C = 1 or 2, the
 first two channels, centred 60 s at most): what the authors stored as raw_frames/*.jpg and audios_16k/*.wav.
-The log-mel [3, T, 224] is computed from it when read (the SpecAugment view of the intra-modal loss is drawn on
-the log-mel, spec §3, and segment selection depends on max_audio_segments).
+The log-mel [3, T, 224] is computed from it on the training device, batch by batch (data.ClipBatches: the
+SpecAugment view of the intra-modal loss is drawn on the log-mel, spec §3, and segment selection depends on
+max_audio_segments).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Preprocessing:
     @classmethod
     def of(cls, data: DataConfig) -> Preprocessing:
         """The preprocessing a run's data config asks for (what training, evaluation and prepare share)."""
-        # data.stft_pad_mode acts when the log-mel is computed, on read: it never changes what is stored
+        # data.stft_pad_mode acts when the log-mel is computed, after reading: it never changes what is stored
         return cls(max_frames=data.max_frames, audio_bits=data.audio_bits)
 
     def fingerprint(self) -> str:
@@ -127,7 +128,7 @@ def _attempt(read: Callable[[], object]) -> tuple[object | None, str | None]:
 def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict, MediaStatus]]:
     """Decode clips cut from the same media files (e.g. the ASR segments of one long video; a single clip
     otherwise): each file is decoded and hashed once, then cut per clip. Media problems are recorded in the
-    statuses, never raised. Each entry: {"frames": uint8 [T, 3, H, W] | None, "wave": int32 PCM [C, N] | None}."""
+    statuses, never raised. Each entry: {"frames": uint8 [T, 3, H, W] | None, "pcm": int32 PCM [C, N] | None}."""
     video, audio = clips[0].video, clips[0].audio
     last = max(video_fe.second_range(c.start, c.end)[1] for c in clips)
     seconds, video_error = _attempt(lambda: video_fe.decode_seconds(video, last)) if video else (None, None)
@@ -136,7 +137,7 @@ def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict, Med
     size, digest = file_digest(video if video is not None and video.exists() else audio)
     out = []
     for clip in clips:
-        entry: dict = {"frames": None, "wave": None}
+        entry: dict = {"frames": None, "pcm": None}
         status = MediaStatus(clip.id, has_video=False, has_audio=False, video_error=video_error,
                              audio_error=audio_error, bytes=size, sha256=digest)
         if seconds is not None:
@@ -148,7 +149,7 @@ def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict, Med
             if cut is not None:
                 wave, rate = cut
                 status.duration = wave.shape[1] / rate
-                entry["wave"] = audio_fe.pcm(audio_fe.to_16k(wave, rate), prep.audio_bits)
+                entry["pcm"] = audio_fe.pcm(audio_fe.to_16k(wave, rate), prep.audio_bits)
                 status.has_audio = True
         if status.duration is None and status.has_video:
             status.duration = container_duration()

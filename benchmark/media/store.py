@@ -12,10 +12,10 @@ Layout of `<data.cache>/<fingerprint>/` (README, "The media store"):
 
 An entry stores what the authors' pipeline stores (spec §4, §3): JPEG frames at 1 fps with the shorter side at
 224, centre-cropped when read, and the clip's 16 kHz audio as 24-bit PCM (FLAC; `data.audio_bits=16` halves it),
-from which the log-mel is computed when read. Each record names its media files' identity (size, mtime): a file
-added, replaced or repaired after a `prepare` is decoded again. Each file of an entry carries a CRC-32: a
-truncated, garbage, swapped or wrongly shaped entry is a `BadEntry` naming the shard and the clip, never another
-clip's tensors.
+from which the log-mel is computed on the training device (data.ClipBatches). Each record names its media
+files' identity (size, mtime): a file added, replaced or repaired after a `prepare` is decoded again. Each file
+of an entry carries a CRC-32: a truncated, garbage, swapped or wrongly shaped entry is a `BadEntry` naming the
+shard and the clip, never another clip's tensors.
 
 Random access goes through `wids` (webdataset's indexed tar reader, memory-mapped); the index is numpy columns
 (`shard_index`), so opening a store of 1 M clips reads ~100 MB of arrays rather than parsing 2.5 GB of JSON.
@@ -84,27 +84,28 @@ def encode_entry(clip: Clip, entry: dict, status: MediaStatus, prep: Preprocessi
     from torchvision.io import encode_jpeg
 
     files: dict[str, bytes] = {}
-    frames, wave = entry["frames"], entry["wave"]
+    frames, pcm = entry["frames"], entry["pcm"]
     if frames is not None:
         for i, frame in enumerate(frames):
             files[f"{i:03d}.jpg"] = encode_jpeg(frame, quality=prep.jpeg_quality).numpy().tobytes()
-    if wave is not None:
+    if pcm is not None:
         buffer = io.BytesIO()
-        soundfile.write(buffer, wave.T, audio_fe.SAMPLE_RATE, format="FLAC", subtype=f"PCM_{prep.audio_bits}")
+        soundfile.write(buffer, pcm.T, audio_fe.SAMPLE_RATE, format="FLAC", subtype=f"PCM_{prep.audio_bits}")
         files["flac"] = buffer.getvalue()
     record = {
         "key": entry_key(clip), "media_key": clip.media_key, "source": clip_source(clip),
         "status": {k: v for k, v in dataclasses.asdict(status).items() if k != "clip_id"},
         "frames": None if frames is None else list(frames.shape),
-        "audio": None if wave is None else list(wave.shape),
+        "audio": None if pcm is None else list(pcm.shape),
         "crc32": {ext: zlib.crc32(data) for ext, data in files.items()},
     }
     return {"json": json.dumps(record, sort_keys=True).encode(), **files}
 
 
 def decode_entry(files: dict[str, bytes], record: dict, prep: Preprocessing, where: str) -> dict:
-    """Sample files checked by `entry_record` -> {"frames": uint8 [T, 3, 224, 224] | None, "wave": float64 [C, N]
-    at 16 kHz | None}; BadEntry naming `where` for anything that does not match the record."""
+    """Sample files checked by `entry_record` -> {"frames": uint8 [T, 3, 224, 224] | None, "pcm": int32 [C, N]
+    at 16 kHz (`audio.from_pcm` makes it float) | None}; BadEntry naming `where` for anything that does not match
+    the record."""
     try:
         return _decoded(files, record, prep, where)
     except BadEntry:
@@ -134,7 +135,7 @@ def _decoded(files: dict[str, bytes], record: dict, prep: Preprocessing, where: 
     import soundfile
     from torchvision.io import decode_jpeg
 
-    out: dict[str, torch.Tensor | None] = {"frames": None, "wave": None}
+    out: dict[str, torch.Tensor | None] = {"frames": None, "pcm": None}
     if record["frames"] is not None:
         names = [f"{i:03d}.jpg" for i in range(record["frames"][0])]
         frames = torch.stack(decode_jpeg([torch.frombuffer(bytearray(files[n]), dtype=torch.uint8) for n in names]))
@@ -146,7 +147,7 @@ def _decoded(files: dict[str, bytes], record: dict, prep: Preprocessing, where: 
         if [pcm.shape[1], pcm.shape[0]] != record["audio"] or rate != audio_fe.SAMPLE_RATE:
             raise BadEntry(f"{where}: audio decodes to {[pcm.shape[1], pcm.shape[0]]} at {rate} Hz, the record "
                            f"says {record['audio']} at {audio_fe.SAMPLE_RATE} Hz")
-        out["wave"] = torch.from_numpy(pcm.T.astype(np.float64) / audio_fe.PCM_SCALE)
+        out["pcm"] = torch.from_numpy(np.ascontiguousarray(pcm.T))
     return out
 
 
@@ -332,7 +333,7 @@ class MediaStore:
         return self._index.tars(self._present(clips))
 
     def load(self, clip: Clip) -> dict[str, torch.Tensor | None]:
-        """The clip's frames and waveform (`decode_entry`); BadEntry when the entry does not match its record."""
+        """The clip's frames and PCM (`decode_entry`); BadEntry when the entry does not match its record."""
         files, record, where = self._entry(clip, self._row(clip))
         return decode_entry(files, record, self.prep, where)
 

@@ -1,7 +1,7 @@
 """Video front-end (spec §4): decode with PyAV, one frame per second, uniform subsampling, CLIP transform.
 
 Frames are stored as JPEG with the shorter side resized to 224 and centre-cropped when read (media/store.py);
-they travel as uint8 and `normalize` applies CLIP's mean/std on the device (data.to_device).
+they travel as uint8 and `normalize` applies CLIP's mean/std on the device (data.ClipBatches.to_device).
 """
 
 from __future__ import annotations

@@ -1,0 +1,89 @@
+"""The input pipeline (issue 13 item 2): reading processes hand on only what clips hold (frames they have, 16 kHz
+PCM, SpecAugment masks), never padding or an absent modality as float zeros, and the model inputs made from that
+on the device equal, bit for bit, what the per-clip front-end computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.config import load_config
+from benchmark.data import ClipTensors, prepare_split
+from benchmark.evaluate import clip_batches
+from benchmark.media import audio as audio_fe
+from benchmark.media import video as video_fe
+from benchmark.media.decode import Preprocessing
+from benchmark.media.store import MediaStore
+from tasks.audiocaps import AudioCapsRetrieval
+from tasks.vatex import VATEXRetrieval
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def mixed(generated, tmp_path):
+    """Clips with video and audio, without audio, and without video (audio only), in a filled store; a data
+    config that keeps fewer frames than clips have."""
+    root = generated[0]
+    clips = VATEXRetrieval().load(root / "vatex", "test") + AudioCapsRetrieval().load(root / "audiocaps", "test")[:3]
+    store = MediaStore(tmp_path / "store", Preprocessing())
+    split = prepare_split(clips, store, "zero", needs_video=False)
+    data = load_config({}, ["data.max_frames=2", "data.max_audio_segments=2"]).data
+    entries = [store.load(c) for c in split.clips]
+    assert any(e["pcm"] is None for e in entries) and any(e["frames"] is None for e in entries)
+    assert any(e["frames"] is not None and e["frames"].shape[0] > data.max_frames for e in entries)
+    return split, store, data, entries
+
+
+def per_clip_inputs(entry: dict, data, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """One clip's model inputs computed alone from its store entry (what a reading process served before the
+    log-mel moved to the device): padded frames and segments, the SpecAugment view from the same draws."""
+    frames = torch.zeros(data.max_frames, 3, 224, 224, dtype=torch.uint8)
+    frame_mask = torch.zeros(data.max_frames)
+    if entry["frames"] is not None:
+        n = min(entry["frames"].shape[0], data.max_frames)
+        frames[:n], frame_mask[:n] = entry["frames"][:n], 1
+    out = {"frames": video_fe.normalize(frames), "frame_mask": frame_mask}
+    shape = (data.max_audio_segments, 3, 224, 224)
+    if entry["pcm"] is None:
+        out.update(audio=torch.zeros(shape), audio_aug=torch.zeros(shape), audio_mask=torch.zeros(shape[0]))
+        return out
+    logmel = audio_fe.log_mel(audio_fe.lmr(audio_fe.from_pcm(entry["pcm"])))
+    out["audio"], out["audio_mask"] = audio_fe.segments(logmel, data.max_audio_segments)
+    if generator is not None:
+        keep_time, keep_freq = audio_fe.spec_augment_masks(logmel.shape[1], generator)
+        out["audio_aug"] = audio_fe.segments(logmel * (keep_time[:, None] & keep_freq[None, :]),
+                                             data.max_audio_segments)[0]
+    return out
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_model_inputs_made_on_the_device_equal_each_clip_computed_alone(mixed, augment):
+    split, store, data, entries = mixed
+    tensors = ClipTensors(store, data)
+    seeds = range(len(split.clips))
+    items = [tensors(c, torch.Generator().manual_seed(s) if augment else None) for c, s in zip(split.clips, seeds)]
+    batch = tensors.batches.to_device(tensors.batches.collate(items), CPU)
+    expected = [per_clip_inputs(e, data, torch.Generator().manual_seed(s) if augment else None)
+                for e, s in zip(entries, seeds)]
+    keys = ["frames", "frame_mask", "audio", "audio_mask"] + (["audio_aug"] if augment else [])
+    assert sorted(batch) == sorted([*keys, "audio_type"])
+    for key in keys:
+        assert torch.equal(batch[key], torch.stack([e[key] for e in expected])), key
+    assert batch["audio_type"].tolist() == [c.audio_type for c in split.clips]
+
+
+def test_reading_processes_hand_on_no_padding_and_no_absent_media(mixed):
+    """What a batch costs to assemble, pin and copy is the media its clips hold: uint8 frames up to max_frames
+    and int32 PCM (before: float32 zeros for every padded segment and absent modality, 9.6 MB a clip at 16
+    segments); two DataLoader workers hand on the same batches as the training process reading alone."""
+    split, store, data, entries = mixed
+    tensors = ClipTensors(store, data)
+    held = sum(e["frames"][: data.max_frames].numel() if e["frames"] is not None else 0 for e in entries)
+    held += sum(4 * e["pcm"].numel() if e["pcm"] is not None else 0 for e in entries)
+    alone = list(clip_batches(split, tensors, 4, CPU))
+    handed_on = sum(v.numel() * v.element_size() for batch in alone for v in batch.values())
+    assert held <= handed_on <= held + 100 * len(split.clips)  # shapes, masks, types: bytes per clip
+    with_workers = list(clip_batches(split, tensors, 4, CPU, workers=2))
+    assert all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+               for a, b in zip(alone, with_workers, strict=True))

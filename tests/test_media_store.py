@@ -206,7 +206,8 @@ def test_damaged_entries_are_named_never_another_clips_tensors(vatex_test, caplo
 
     # swapped positions in the index: the second clip's row now points at the first sample
     swapped = rows.copy()
-    swapped["position"][[0, 1]] = rows["position"][[1, 0]]
+    for column in ("offset", "span"):
+        swapped[column][[0, 1]] = rows[column][[1, 0]]
     np.save(index_path, swapped)
     marker_path = index_path.with_suffix("").with_suffix(".json")
     good_marker = marker_path.read_text()
@@ -270,7 +271,7 @@ def test_a_store_of_another_fingerprint_or_an_older_format_is_refused(tmp_path, 
     # a store whose shard index is JSON records (store format 3): refused, never read as this format
     (old / "preprocessing.json").write_text(json.dumps({**store.wanted, "store_format": 3}))
     with pytest.raises(UserError, match=r"store of another clip4vla \(store format 3\), which this clip4vla \(store "
-                                        r"format 4\) does not read: run `clip4vla prepare TASK`"):
+                                        r"format 5\) does not read: run `clip4vla prepare TASK`"):
         MediaStore(old, Preprocessing())
     store.dir.mkdir()
     (store.dir / "preprocessing.json").write_text(json.dumps(store.wanted))
@@ -379,3 +380,27 @@ def test_the_index_of_a_large_store_is_compact_rows(tmp_path):
     assert len(store) == len(clips) and store.stale(clips) == []
     assert [s.has_video and s.has_audio and s.duration for s in store.statuses(clips[::5000])] == [10.0] * 4
     assert store.load(clips[12_345])["frames"].shape == (1, 3, 224, 224)
+
+
+def test_a_read_is_the_entrys_own_bytes_whatever_its_shard_holds(tmp_path, monkeypatch):
+    """An entry is read as the byte range its index row holds: one read of that range, no scan of the shard's
+    other members (wids' open parsed every member header of a shard: ~14 k of them in a 1 GiB shard, on nearly
+    every read of a random epoch over thousands of shards)."""
+    from benchmark.items import Clip
+    from benchmark.media import store as store_module
+    from benchmark.scale import small_entry_files, write_store
+
+    media = tmp_path / "video.mp4"
+    media.write_bytes(bytes(100))
+    clips = [Clip(f"v#{i}", ("a caption",), media, media, 0, 10.0 * i, 10.0 * i + 10) for i in range(2_000)]
+    write_store(MediaStore(tmp_path / "store", Preprocessing()), clips, small_entry_files())
+    store = MediaStore(tmp_path / "store", Preprocessing())
+    reads = []
+    real_pread = os.pread
+    monkeypatch.setattr(store_module.os, "pread", lambda fd, n, at: reads.append((n, at)) or real_pread(fd, n, at))
+    for clip in (clips[0], clips[1_234], clips[-1]):
+        row = store._index.rows[store._row(clip)]
+        reads.clear()
+        assert store.load(clip)["frames"].shape == (1, 3, 224, 224)
+        assert reads == [(int(row["span"]), int(row["offset"]))]
+        assert row["span"] < 8_000  # the entry alone: its ~4 kB of media, record and tar headers

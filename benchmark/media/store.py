@@ -17,8 +17,9 @@ files' identity (size, mtime): a file added, replaced or repaired after a `prepa
 of an entry carries a CRC-32: a truncated, garbage, swapped or wrongly shaped entry is a `BadEntry` naming the
 shard and the clip, never another clip's tensors.
 
-Random access goes through `wids` (webdataset's indexed tar reader, memory-mapped); the index is numpy columns
-(`shard_index`), so opening a store of 1 M clips reads ~100 MB of arrays rather than parsing 2.5 GB of JSON.
+Random access reads an entry's byte range, which its index row holds (`read_sample`: one pread, parsed by tarfile);
+the index is numpy columns (`shard_index`), so opening a store of 1 M clips reads ~100 MB of arrays rather than
+parsing 2.5 GB of JSON.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import json
 import logging
 import multiprocessing
 import os
+import tarfile
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -50,7 +51,6 @@ from benchmark.output_lock import hold_folder
 
 log = logging.getLogger(__name__)
 SHARD_BYTES = 1 << 30  # 1 GiB tars: few files on shared storage, a bounded loss when a prepare is killed
-OPEN_SHARDS = 16  # memory-mapped shards kept open per process
 TAR_MTIME = 0  # a fixed member mtime, equal inputs give byte-equal shards; an int: a float adds a PAX header (1 kB)
 
 
@@ -163,6 +163,28 @@ def _decode_and_encode(job: tuple[list[Clip], Preprocessing]) -> list[tuple[Medi
             for clip, (entry, status) in zip(clips, decode_clips(clips, prep), strict=True)]
 
 
+def read_sample(tar: Path, offset: int, span: int) -> tuple[str, dict[str, bytes]]:
+    """(key, extension -> bytes) of the WebDataset sample whose members fill bytes [offset, offset + span) of
+    `tar` (its index row's range): one read, parsed by the standard library's tarfile; nothing else of the shard
+    is looked at, so a read costs the same in a shard of 10 or 10,000 entries and no shard is held open."""
+    fd = os.open(tar, os.O_RDONLY)
+    try:
+        data = os.pread(fd, span, offset)
+    finally:
+        os.close(fd)
+    if len(data) != span:
+        raise ValueError(f"{len(data)} of {span} bytes at {offset}")
+    keys, files = set(), {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as members:
+        for member in members:
+            key, ext = member.name.split(".", 1)
+            keys.add(key)
+            files[ext] = members.extractfile(member).read()
+    if len(keys) != 1:
+        raise ValueError(f"members of {len(keys)} samples")
+    return keys.pop(), files
+
+
 class ShardWriter:
     """Appends samples to numbered tar shards; a shard is committed (tar renamed, then its index and its marker
     written atomically) when it reaches `shard_bytes` or at `commit`. `abort` removes the shard being written."""
@@ -183,8 +205,10 @@ class ShardWriter:
         if self.tar is None:
             self.tar = TarWriter(str(self._tmp()), encoder=False, mtime=TAR_MTIME)
         record = json.loads(files["json"])
+        offset = self.tar.tarstream.offset
         self.tar.write({"__key__": record["key"], **files})
-        self.rows.append(row_of(record, zlib.crc32(files["json"]), len(self.rows), self.reasons))
+        where = (offset, self.tar.tarstream.offset - offset)
+        self.rows.append(row_of(record, zlib.crc32(files["json"]), len(self.rows), where, self.reasons))
         self.bytes += sum(len(data) for data in files.values())
         if self.bytes >= self.shard_bytes:
             self.commit()
@@ -271,7 +295,6 @@ class MediaStore:
         self.shards = self.dir / "shards"
         self.forgotten: set[str] = set()  # media keys `verify` found damaged: absent until decoded again
         self._index = self._read_index()
-        self._open: OrderedDict[Path, object] = OrderedDict()
         self.changed: set[str] = set()  # media keys the last `fill` decoded again because their files changed
 
     def _warn_about_older_stores(self, root: Path) -> None:
@@ -339,16 +362,14 @@ class MediaStore:
 
     def _entry(self, clip: Clip, row: int) -> tuple[dict[str, bytes], dict, str]:
         """(files, checked record, where) of the clip's sample; BadEntry naming where it is."""
-        tar, (position, record_crc) = self._index.tar(row), self._index.rows[["position", "record_crc"]][row]
+        tar, (offset, span, record_crc) = self._index.tar(row), self._index.rows[["offset", "span", "record_crc"]][row]
         where = f"store shard {tar}, clip '{clip.id}'"
-        shard = self._shard(tar, where)
         try:
-            sample = shard[int(position)]
-            files = {ext.lstrip("."): data.read() for ext, data in sample.items() if ext.startswith(".")}
-        except Exception as exc:  # wids parsing a damaged tar raises whatever its parser hits
+            key, files = read_sample(tar, int(offset), int(span))
+        except Exception as exc:  # tarfile parsing damaged bytes raises whatever its parser hits
             raise BadEntry(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
-        if sample["__key__"] != entry_key(clip):
-            raise BadEntry(f"{where}: position {position} holds sample {sample['__key__']}, not {entry_key(clip)}")
+        if key != entry_key(clip):
+            raise BadEntry(f"{where}: byte {offset} holds sample {key}, not {entry_key(clip)}")
         try:
             return files, entry_record(files, int(record_crc), clip.media_key, where), where
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a record that passed its CRC but not JSON
@@ -380,24 +401,6 @@ class MediaStore:
                 self.forgotten.add(clip.media_key)
         self._index.drop(np.array(dropped, dtype=np.int64))
         return damaged
-
-    def _shard(self, path: Path, where: str):
-        from wids.wids import IndexedTarSamples
-
-        if path not in self._open:
-            if len(self._open) >= OPEN_SHARDS:
-                self._open.popitem(last=False)[1].close()
-            try:
-                self._open[path] = IndexedTarSamples(path=str(path))
-            except Exception as exc:  # wids parsing a damaged tar raises whatever its parser hits
-                raise BadEntry(f"{where}: the shard is unreadable ({type(exc).__name__}: {exc})") from None
-        self._open.move_to_end(path)
-        return self._open[path]
-
-    def __getstate__(self) -> dict:
-        """Spawned processes get the index, not this process's open memory maps (forked DataLoader workers
-        inherit both: reading a memory map from several processes is safe)."""
-        return {**self.__dict__, "_open": OrderedDict()}
 
     # -- writing ----------------------------------------------------------------------------------------------
     def fill(self, clips: Iterable[Clip], progress: Callable[[int, int], None] | None = None,

@@ -181,7 +181,45 @@ def perf_data(task_name: str, scale: str = "small", workers: int = 2) -> list[di
               f"{row['clips_per_second']:.1f} |")
     print(f"store: {stored / len(clips) / 1e3:.0f} kB per clip, {stored / max(seconds, 1e-9) * 10 / 1e3:.0f} kB per "
           f"10 s of media ({len(clips)} clips, {seconds:.0f} s)")
+    real_size_read()
     return rows
+
+
+def real_size_read(repeats: int = 20) -> dict[str, float]:
+    """One core's cost for an entry of real size, which the generated clips (2-4 s, a few frames) are not: 12
+    JPEG frames of 224x298 from smooth content, 10 s of stereo tones and noise as 24-bit FLAC. Prints the read
+    (checks, JPEG, FLAC, crop) and the model inputs made from it on this CPU (the device's work in training)."""
+    import zlib
+
+    from benchmark.items import Clip
+    from benchmark.media import audio as audio_fe
+    from benchmark.media.decode import MediaStatus, Preprocessing
+    from benchmark.media.store import decode_entry, encode_entry, entry_record
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(12, 3, 28, 38, generator=g), size=(224, 298), mode="bilinear")
+    t = torch.arange(10 * audio_fe.SAMPLE_RATE) / audio_fe.SAMPLE_RATE
+    wave = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) for f in (220.0, 330.0)])
+    wave = wave + 0.05 * torch.randn(wave.shape, generator=g)
+    clip, prep = Clip("real size", ("",), None, None), Preprocessing()
+    files = encode_entry(clip, {"frames": (smooth * 255).to(torch.uint8), "pcm": audio_fe.pcm(wave.numpy(), 24)},
+                         MediaStatus(clip.id, True, True), prep)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        entry = decode_entry(files, entry_record(files, zlib.crc32(files["json"]), clip.media_key, "-"), prep, "-")
+    read = (time.perf_counter() - start) / repeats
+    start = time.perf_counter()
+    for _ in range(repeats // 4):
+        audio_fe.model_segments([entry["pcm"]], 16)
+    inputs = (time.perf_counter() - start) / (repeats // 4)
+    torch.set_num_threads(threads)
+    jpeg = sum(len(v) for k, v in files.items() if k.endswith(".jpg"))
+    print(f"a real-size entry (12 JPEG frames 224x298: {jpeg / 1e3:.0f} kB; 10 s stereo 24-bit FLAC: "
+          f"{len(files['flac']) / 1e3:.0f} kB), one core: read {read * 1e3:.1f} ms ({1 / read:.0f} clips/s), model "
+          f"inputs on this CPU {inputs * 1e3:.0f} ms")
+    return {"read_s": read, "inputs_s": inputs}
 
 
 def perf_metrics(resamples: int = 1000) -> list[dict]:

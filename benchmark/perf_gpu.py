@@ -91,12 +91,15 @@ def training_steps(clip_name: str, label: str, precision: str, device: torch.dev
                                   fused=device.type == "cuda" or None)
     read, batches = inputs(batch, frames, segments, torch.Generator().manual_seed(0), objective == "pretrain")
     if device.type == "cuda":
+        read = {k: v.pin_memory() for k, v in read.items()}  # as the training's DataLoader hands it on
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, making = [], []
     for i in range(2 + iters):
         synchronize(device)
         start = time.perf_counter()
         data = batches.to_device(read, device)  # the copy, frames normalised, log-mel and segments on the device
+        synchronize(device)
+        made = time.perf_counter()
         with autocast_for(device, precision):
             terms = loss_fn(model(data, objective=objective))
         sum(v for k, v in terms.items() if k.endswith("_loss")).backward()
@@ -106,9 +109,19 @@ def training_steps(clip_name: str, label: str, precision: str, device: torch.dev
         synchronize(device)
         if i >= 2:
             times.append(time.perf_counter() - start)
+            making.append(made - start)
     median = statistics.median(times)
     return {"label": label, "precision": precision, "batch": batch, "samples_per_s": batch / median,
-            "spread_s": (min(times), max(times)), "peak_gb": peak_memory_gb(device)}
+            "spread_s": (min(times), max(times)), "inputs_s": statistics.median(making),
+            "peak_gb": peak_memory_gb(device)}
+
+
+def front_end_difference(device: torch.device) -> float:
+    """Largest difference between the model inputs made on `device` and on the CPU from the same batch (4 clips,
+    16 segments, with the SpecAugment view): the device's FFT and log10 round differently in the last bits."""
+    read, batches = inputs(4, 2, 16, torch.Generator().manual_seed(0), augment=True)
+    here, there = batches.to_device(read, device), batches.to_device(read, torch.device("cpu"))
+    return max((here[k].cpu() - there[k]).abs().max().item() for k in ("frames", "audio", "audio_aug"))
 
 
 @torch.no_grad()
@@ -165,18 +178,21 @@ def perf_gpu(device_name: str = "cuda", clip_name: str = "ViT-B-32-quickgelu", i
     print(f"device: {name}, torch {torch.__version__}, model {clip_name}")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as training runs
-    print("| shape | precision | batch | samples/s | step min-max (s) | peak memory (GB) |")
-    print("|---|---|---|---|---|---|")
+    print("| shape | precision | batch | samples/s | step min-max (s) | of it model inputs (s) | peak memory (GB) |")
+    print("|---|---|---|---|---|---|---|")
     for label in SHAPES:
         for precision in ("bf16", "fp32"):
             try:
                 row = training_steps(clip_name, label, precision, device, iters, batch, overrides)
             except torch.OutOfMemoryError:
-                print(f"| {label} | {precision} | {batch or SHAPES[label][1]} | out of memory | | |", flush=True)
+                print(f"| {label} | {precision} | {batch or SHAPES[label][1]} | out of memory | | | |", flush=True)
                 torch.cuda.empty_cache()
                 continue
             print(f"| {label} | {precision} | {row['batch']} | {row['samples_per_s']:.1f} | "
-                  f"{row['spread_s'][0]:.3f}-{row['spread_s'][1]:.3f} | {row['peak_gb']:.1f} |", flush=True)
+                  f"{row['spread_s'][0]:.3f}-{row['spread_s'][1]:.3f} | {row['inputs_s']:.3f} | {row['peak_gb']:.1f} |",
+                  flush=True)
+    print(f"model inputs made on {device.type} vs the CPU: largest difference {front_end_difference(device):.2e} "
+          "(z-scored log-mel and normalised frames)")
     per_video = caption_decoding(clip_name, device, 8, overrides)
     print(f"caption decoding (beam 5, 16 steps, bf16): {per_video:.3f} s per video")
     if data_task:

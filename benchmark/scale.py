@@ -138,7 +138,7 @@ def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -
 
     task, rows = scale_task(), []
     print("| clips | write corpus + store (s) | annotations (s) | store open (s) | prepare split (s) | first batch "
-          "(s, from start) | main RSS (MB) | worker RSS (MB) | worker private (MB) | worker mapped shards (MB) | "
+          "(s, from start) | main RSS (MB) | worker RSS (MB) | worker private (MB) | worker mapped files (MB) | "
           "store index (MB) | store (GB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:

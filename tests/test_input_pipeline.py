@@ -87,3 +87,27 @@ def test_reading_processes_hand_on_no_padding_and_no_absent_media(mixed):
     with_workers = list(clip_batches(split, tensors, 4, CPU, workers=2))
     assert all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
                for a, b in zip(alone, with_workers, strict=True))
+
+
+def test_without_audio_or_with_a_skipped_entry_a_clip_is_zero_masked(mixed, caplog):
+    """The no-audio ablation (use_audio=False) hands on no PCM: every clip's segments are zero-masked, the frames
+    are unchanged; a damaged entry under data.bad_entry=skip hands on neither frames nor PCM."""
+    split, store, data, _ = mixed
+    clips = split.clips[:4]
+    with_audio = ClipTensors(store, data)
+    full = with_audio.batches.to_device(with_audio.batches.collate([with_audio(c) for c in clips]), CPU)
+    without = ClipTensors(store, data, use_audio=False)
+    batch = without.batches.to_device(without.batches.collate([without(c) for c in clips]), CPU)
+    assert full["audio_mask"].sum() > 0 and batch["audio_mask"].sum() == 0 and batch["audio"].abs().sum() == 0
+    assert torch.equal(batch["frames"], full["frames"]) and torch.equal(batch["frame_mask"], full["frame_mask"])
+
+    class Damaged:
+        def load(self, clip):
+            from benchmark.media.store import BadEntry
+
+            raise BadEntry(f"store shard 000000.tar, clip '{clip.id}': flac is damaged (checksum)")
+
+    skip = load_config({}, ["data.bad_entry=skip", "data.max_frames=2", "data.max_audio_segments=2"]).data
+    skipping = ClipTensors(Damaged(), skip)
+    batch = skipping.batches.to_device(skipping.batches.collate([skipping(c) for c in clips]), CPU)
+    assert batch["frame_mask"].sum() == 0 and batch["audio_mask"].sum() == 0

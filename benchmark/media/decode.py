@@ -3,9 +3,9 @@
 A decoded clip is uint8 frames [T, 3, H, W] at 1 fps with the shorter side resized to 224 (centre-cropped when
 read, as the authors' pipeline crops its JPEGs) and its audio as 16 kHz PCM [C, N] (C = 1 or 2, the
 first two channels, centred 60 s at most): what the authors stored as raw_frames/*.jpg and audios_16k/*.wav.
-The log-mel [3, T, 224] is computed from it on the training device, batch by batch (data.ClipBatches: the
-SpecAugment view of the intra-modal loss is drawn on the log-mel, spec §3, and segment selection depends on
-max_audio_segments).
+The log-mel [3, T, 224] is computed from it on the training device, batch by batch (data.ClipBatches), never
+stored: the SpecAugment view of the intra-modal loss masks the log-mel (spec §3), and segment selection depends
+on max_audio_segments.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ they travel as uint8 and `normalize` applies CLIP's mean/std on the device (data
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -102,9 +103,14 @@ def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> float with CLIP's mean and std."""
-    mean = torch.tensor(CLIP_MEAN, device=frames.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=frames.device).view(3, 1, 1)
+    mean, std = _clip_stats(frames.device)
     return (frames.float() / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=8)
+def _clip_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's mean and std [3, 1, 1] on `device`, made once: a tensor from a list waits for the device's queue."""
+    return (torch.tensor(CLIP_MEAN, device=device).view(3, 1, 1), torch.tensor(CLIP_STD, device=device).view(3, 1, 1))
 
 
 def duration_seconds(path: Path) -> float | None:

@@ -204,7 +204,7 @@ def test_damaged_entries_are_named_never_another_clips_tensors(vatex_test, caplo
         MediaStore(store.dir, Preprocessing(), SMALL_SHARDS).load(first)
     tar.write_bytes(good)
 
-    # swapped positions in the index: the second clip's row now points at the first sample
+    # swapped byte ranges in the index: the second clip's row now points at the first sample
     swapped = rows.copy()
     for column in ("offset", "span"):
         swapped[column][[0, 1]] = rows[column][[1, 0]]

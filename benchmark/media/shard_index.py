@@ -6,7 +6,7 @@ reasons the rows' codes point into). The entry's full record (file checksums, sh
 status) is the sample's own `.json` in the tar; a row keeps what opening a store and choosing what to decode
 need, and the record's CRC-32, so the record read from the tar is the one the row was made from.
 
-A row is 114 bytes: 1 M clips are 114 MB of numpy arrays, which forked DataLoader workers share without copying
+A row is 110 bytes: 1 M clips are 110 MB of numpy arrays, which forked DataLoader workers share without copying
 (the per-entry dicts of store format 3 were ~2.5 kB of Python objects each, 2.5 GB per process at 1 M, and JSON to
 parse at every open). Lookup is a binary search on the first 64 bits of the SHA-1 of the media key, sorted once.
 """
@@ -31,8 +31,7 @@ log = logging.getLogger("benchmark.media.store")
 NONE = -1  # an absent file's size / mtime, a missing duration's byte count, no error reason
 ROW = np.dtype([
     ("key", "<u8"),  # the first 64 bits of sha1(media key): what `find` searches
-    ("position", "<u4"),  # the sample's index in its tar
-    ("offset", "<i8"), ("span", "<u4"),  # its bytes in the tar: the first member's header to the last's padding
+    ("offset", "<i8"), ("span", "<u4"),  # the sample's bytes in its tar: the first member's header to the last's padding
     ("record_crc", "<u4"),  # CRC-32 of the sample's .json (its record) in the tar
     ("video_size", "<i8"), ("video_mtime", "<i8"),  # the media files' identity when decoded (NONE: no file)
     ("audio_size", "<i8"), ("audio_mtime", "<i8"),
@@ -55,7 +54,7 @@ def identity_columns(source: dict) -> tuple[int, int, int, int]:
     return video[0], video[1], audio[0], audio[1]
 
 
-def row_of(record: dict, record_crc: int, position: int, where: tuple[int, int], reasons: list[str]) -> tuple:
+def row_of(record: dict, record_crc: int, where: tuple[int, int], reasons: list[str]) -> tuple:
     """The index row of an entry's record (`store.encode_entry`) at `where` (offset, span) in its tar; new error
     reasons are appended to `reasons`."""
     def code(reason: str | None) -> int:
@@ -67,7 +66,7 @@ def row_of(record: dict, record_crc: int, position: int, where: tuple[int, int],
 
     status = record["status"]
     digest = bytes.fromhex(status["sha256"]) if status["sha256"] else bytes(32)
-    return (key_hash(record["media_key"]), position, *where, record_crc, *identity_columns(record["source"]),
+    return (key_hash(record["media_key"]), *where, record_crc, *identity_columns(record["source"]),
             status["has_video"], status["has_audio"], code(status["video_error"]), code(status["audio_error"]),
             math.nan if status["duration"] is None else status["duration"],
             NONE if status["bytes"] is None else status["bytes"], np.frombuffer(digest, np.uint8))
@@ -128,7 +127,7 @@ class StoreIndex:
 
     def _set(self, rows: np.ndarray, shard: np.ndarray) -> None:
         self.rows, self.shard = rows, shard
-        # contiguous: searchsorted on the strided column of 114-byte rows would copy it at every call (8 MB at 1 M)
+        # contiguous: searchsorted on the strided column of 110-byte rows would copy it at every call (8 MB at 1 M)
         self.keys = np.ascontiguousarray(rows["key"])
 
     def _code(self, reason: str) -> int:

@@ -208,7 +208,7 @@ class ShardWriter:
         offset = self.tar.tarstream.offset
         self.tar.write({"__key__": record["key"], **files})
         where = (offset, self.tar.tarstream.offset - offset)
-        self.rows.append(row_of(record, zlib.crc32(files["json"]), len(self.rows), where, self.reasons))
+        self.rows.append(row_of(record, zlib.crc32(files["json"]), where, self.reasons))
         self.bytes += sum(len(data) for data in files.values())
         if self.bytes >= self.shard_bytes:
             self.commit()

@@ -30,10 +30,10 @@ BROKEN = {"corrupt", "empty", "too_short", "non_finite"}
 log = logging.getLogger("clip4vla")
 
 
-def summarise(statuses: list[MediaStatus], needs_video: bool) -> dict[str, int]:
-    """Counts printed by prepare: the run records' missing video / audio (`media_counts`), plus how many clips
-    have no audio track and how many files are broken."""
-    media = media_counts(MediaColumns.of(statuses), needs_video)
+def summarise(statuses: list[MediaStatus], columns: MediaColumns, needs_video: bool) -> dict[str, int]:
+    """Counts printed by prepare: the run records' missing video / audio (`media_counts` of the statuses'
+    columns), plus how many clips have no audio track and how many files are broken."""
+    media = media_counts(columns, needs_video)
     return {
         "items": len(statuses),
         "missing_video": media["missing_video"],
@@ -66,12 +66,12 @@ def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: i
     writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS)
     writer.writeheader()
     for split, clips in loaded.items():
-        statuses = store.statuses(clips)
-        for clip, status, shard in zip(clips, statuses, store.shards_of(clips), strict=True):
+        statuses, shards, columns = store.described(clips)
+        for clip, status, shard in zip(clips, statuses, shards, strict=True):
             row = {k: v for k, v in dataclasses.asdict(status).items() if k != "clip_id"}
             writer.writerow({"id": status.clip_id, "split": split, "decodable": status.decodable, **row,
                              "shard": shard, "media_changed": clip.media_key in store.changed})
-        summary[split] = {**summarise(statuses, needs_video),
+        summary[split] = {**summarise(statuses, columns, needs_video),
                           "media_changed": sum(c.media_key in store.changed for c in clips)}
     write_atomically(manifest, text.getvalue())
     return summary, manifest

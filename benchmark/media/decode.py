@@ -93,19 +93,16 @@ class MediaColumns:
     audio_error: np.ndarray
     reasons: tuple[str, ...]
 
-    @classmethod
-    def of(cls, statuses: list[MediaStatus]) -> MediaColumns:
-        reasons = tuple(sorted({r for s in statuses for r in (s.video_error, s.audio_error) if r}))
-        code = {r: i for i, r in enumerate(reasons)}
-        return cls(np.array([s.has_video for s in statuses], bool), np.array([s.has_audio for s in statuses], bool),
-                   np.array([code.get(s.video_error, -1) for s in statuses], np.int64),
-                   np.array([code.get(s.audio_error, -1) for s in statuses], np.int64), reasons)
-
     def error_counts(self, kind: str, rows: np.ndarray) -> dict[str, int]:
         """{reason: clips} of the `kind` ("video" or "audio") errors among `rows` (a bool mask)."""
         codes = getattr(self, f"{kind}_error")[rows]
         counts = np.bincount(codes[codes >= 0], minlength=len(self.reasons))
         return {reason: int(n) for reason, n in zip(self.reasons, counts.tolist(), strict=True) if n}
+
+
+def main_file(clip: Clip) -> Path | None:
+    """The file whose size and SHA-256 a clip's entry records: its video when it exists, else its audio."""
+    return clip.video if clip.video is not None and clip.video.exists() else clip.audio
 
 
 def file_digest(path: Path) -> tuple[int, str] | tuple[None, None]:
@@ -136,7 +133,7 @@ def decode_clips(clips: list[Clip], prep: Preprocessing) -> list[tuple[dict, Med
     seconds, video_error = _attempt(lambda: video_fe.decode_seconds(video, last)) if video else (None, None)
     whole, audio_error = _attempt(lambda: audio_fe.read_file(audio)) if audio else (None, None)
     container_duration = functools.cache(lambda: video_fe.duration_seconds(video))  # probed only if needed
-    size, digest = file_digest(video if video is not None and video.exists() else audio)
+    size, digest = file_digest(main_file(clips[0]))
     out = []
     for clip in clips:
         entry: dict = {"frames": None, "pcm": None}

@@ -31,7 +31,7 @@ log = logging.getLogger("benchmark.media.store")
 NONE = -1  # an absent file's size / mtime, a missing duration's byte count, no error reason
 ROW = np.dtype([
     ("key", "<u8"),  # the first 64 bits of sha1(media key): what `find` searches
-    ("offset", "<i8"), ("span", "<u4"),  # the sample's bytes in its tar: the first member's header to the last's padding
+    ("offset", "<i8"), ("span", "<u4"),  # the sample's bytes in its tar: first member header to last padding
     ("record_crc", "<u4"),  # CRC-32 of the sample's .json (its record) in the tar
     ("video_size", "<i8"), ("video_mtime", "<i8"),  # the media files' identity when decoded (NONE: no file)
     ("audio_size", "<i8"), ("audio_mtime", "<i8"),

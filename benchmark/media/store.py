@@ -45,7 +45,7 @@ from benchmark.items import Clip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
 from benchmark.media.decode import (STORE_FORMAT, MediaColumns, MediaStatus, Preprocessing, decode_clips,
-                                   file_digest)
+                                   file_digest, main_file)
 from benchmark.media.shard_index import ROW, StoreIndex, identity_columns, key_hash, row_of
 from benchmark.output_lock import hold_folder
 
@@ -351,9 +351,11 @@ class MediaStore:
             raise KeyError(f"clip '{clips[int(np.argmax(rows < 0))].id}' is not in store {self.dir}")
         return rows
 
-    def shards_of(self, clips: list[Clip]) -> list[str]:
-        """The shard file name holding each clip (all in the store)."""
-        return self._index.tars(self._present(clips))
+    def described(self, clips: list[Clip]) -> tuple[list[MediaStatus], list[str], MediaColumns]:
+        """Each clip's status, the shard file name holding it, and the statuses as columns (all in the store),
+        from one lookup: what `clip4vla prepare` writes to the manifest and counts."""
+        rows = self._present(clips)
+        return self._index.statuses(rows, [c.id for c in clips]), self._index.tars(rows), self._index.columns(rows)
 
     def load(self, clip: Clip) -> dict[str, torch.Tensor | None]:
         """The clip's frames and PCM (`decode_entry`); BadEntry when the entry does not match its record."""
@@ -386,15 +388,13 @@ class MediaStore:
             if row < 0:
                 continue
             try:
-                self._entry(clip, row)
-                main = clip.video if clip.video is not None and clip.video.exists() else clip.audio
+                _, record, where = self._entry(clip, row)
+                main, decoded = main_file(clip), record["status"]["sha256"]
                 if main not in digests:  # the segments of one video share its file
                     digests[main] = file_digest(main)[1]
-                (status,) = self._index.statuses(np.array([row]), [clip.id])
-                if digests[main] != status.sha256:
-                    raise BadEntry(f"store shard {self._index.tar(row)}, clip '{clip.id}': its media {main} changed "
-                                   f"since it was decoded (SHA-256 {(status.sha256 or 'none')[:12]} -> "
-                                   f"{(digests[main] or 'none')[:12]})")
+                if digests[main] != decoded:
+                    raise BadEntry(f"{where}: its media {main} changed since it was decoded (SHA-256 "
+                                   f"{(decoded or 'none')[:12]} -> {(digests[main] or 'none')[:12]})")
             except BadEntry as exc:
                 damaged.append(str(exc))
                 dropped.append(row)

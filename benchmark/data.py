@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from benchmark.config import DataConfig
 from benchmark.errors import UserError
-from benchmark.items import Clip
+from benchmark.items import Clip, StoredClip, StoredClips
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
 from benchmark.media.decode import MediaColumns
@@ -93,7 +93,7 @@ class ClipTensors:
         self.batches = ClipBatches(cfg)
         self.reported: set[str] = set()
 
-    def entry(self, clip: Clip) -> dict[str, torch.Tensor | None]:
+    def entry(self, clip: StoredClip) -> dict[str, torch.Tensor | None]:
         """frames and PCM of a clip. A damaged store entry is a one-line error (data.bad_entry=error, the
         default: a number computed without it would not be the run's), or under data.bad_entry=skip the clip goes
         on without media (zero masks), warned once per reading process."""
@@ -108,7 +108,7 @@ class ClipTensors:
                 log.warning("%s; the clip is used without media (%s)", exc, fix)
             return {"frames": None, "pcm": None}
 
-    def __call__(self, clip: Clip, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def __call__(self, clip: StoredClip, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         entry = self.entry(clip)
         frames, pcm = entry["frames"], entry["pcm"] if self.use_audio else None
         size = video_fe.FRAME_SIZE
@@ -210,10 +210,12 @@ class CaptionPairs(Dataset):
     def __init__(
         self, split: PreparedSplit, tensors: ClipTensors, tokens: CaptionTokens | torch.Tensor, augment: bool, seed: int
     ) -> None:
-        self.split = split
-        self.pairs = split.captions
+        self.split = split  # read in this process only; the reading processes read columns (StoredClips)
+        self.clips = StoredClips(split.clips)
+        # pair j: caption j of split.captions and its clip
+        self.caption_clip = np.repeat(np.arange(len(split.clips)), [len(c.captions) for c in split.clips])
         self.tensors = tensors
-        self.tokens = tokens  # row j belongs to self.pairs[j]; CaptionTokens tokenizes it here, in the reading worker
+        self.tokens = tokens  # row j belongs to pair j; CaptionTokens tokenizes it here, in the reading worker
         self.augment = augment
         self.seed = seed
         self.epoch = 0
@@ -222,14 +224,14 @@ class CaptionPairs(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.caption_clip)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        clip_index, _ = self.pairs[index]
+        clip_index = int(self.caption_clip[index])
         generator = None
         if self.augment:  # the SpecAugment draw depends only on (seed, epoch, index): resumable, worker-proof
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
-        item = self.tensors(self.split.clips[clip_index], generator)
+        item = self.tensors(self.clips[clip_index], generator)
         item["tokens"] = self.tokens[index]
         item["clip_index"] = torch.tensor(clip_index)
         return item
@@ -239,14 +241,14 @@ class ClipItems(Dataset):
     """One item per clip (evaluation encodes each clip once)."""
 
     def __init__(self, split: PreparedSplit, tensors: ClipTensors) -> None:
-        self.split = split
+        self.clips = StoredClips(split.clips)
         self.tensors = tensors
 
     def __len__(self) -> int:
-        return len(self.split.clips)
+        return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.tensors(self.split.clips[index])
+        return self.tensors(self.clips[index])
 
 
 class EpochItems(Dataset):

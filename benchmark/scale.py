@@ -8,12 +8,14 @@ segment (one small shared entry's media bytes under each segment's own record, w
 size: load the annotations, open the store, prepare the split (stale check and statuses), build the caption pairs
 and read batches through a DataLoader with worker processes, timing each step and measuring the resident memory
 of the main process and of each worker after 21 batches (RSS; the dirty pages only it holds; the clean
-file pages only it maps). Not a steady state: over an epoch a worker also copies the pages of every Python
-object it reads (reference counts), which `gc.freeze` does not prevent.
+file pages only it maps). Then a whole epoch as a worker reads it but for the media and the tokenizer (each
+pair, its clip and its index row), in a process forked from it: the memory that costs the worker, which a list of
+Python objects would copy page by page as their reference counts are written (`data.StoredClips`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import json
@@ -85,6 +87,33 @@ def memory_mb(pid: int | str = "self") -> dict[str, float]:
     return {"rss": fields["Rss"], "private": fields["Private_Dirty"], "mapped": fields["Private_Clean"]}
 
 
+def forked_read_mb(dataset, warm_up: int = 20_000) -> float:
+    """The memory (MB) a process forked from this one, as a DataLoader worker is, copies while it reads every item
+    of `dataset` once: its Private_Dirty growth, after reading `warm_up` items first (the allocators' own start,
+    about 8 MB whatever is read). Measure in a fresh process: where objects were freed before the fork, the child's
+    new ones are written into the holes, copying those pages too, which is not what reading costs."""
+    gc.collect()
+    gc.freeze()  # as `train` does before its workers fork
+    out, into = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read, report, leave without running anything of the parent's
+        try:
+            for index in range(min(warm_up, len(dataset))):
+                dataset[index]
+            before = memory_mb()["private"]
+            for index in range(len(dataset)):
+                dataset[index]
+            os.write(into, json.dumps(memory_mb()["private"] - before).encode())
+        finally:
+            os._exit(0)
+    os.close(into)
+    with os.fdopen(out) as reply:
+        grown = reply.read()
+    os.waitpid(pid, 0)
+    gc.unfreeze()
+    return json.loads(grown)
+
+
 def measure(corpus: Path, store_dir: Path, workers: int) -> dict[str, float]:
     """What a training run does before and at its first batch, timed (in this process, fresh)."""
     from torch.utils.data import DataLoader
@@ -114,8 +143,10 @@ def measure(corpus: Path, store_dir: Path, workers: int) -> dict[str, float]:
     batches = pairs.tensors.batches
     loader = iter(DataLoader(pairs, batch_size=BATCH, sampler=order, num_workers=workers,
                              collate_fn=batches.collate))
-    batches.to_device(next(loader), torch.device("cpu"))  # the model inputs, on the device (here the CPU)
+    first = next(loader)
     out["first_batch_s"] = time.perf_counter() - start
+    batches.to_device(first, torch.device("cpu"))  # the model inputs, on the device (here the CPU)
+    out["model_inputs_s"] = time.perf_counter() - start - out["first_batch_s"]
     for _ in range(BATCHES):
         next(loader)
     out["main_rss_mb"] = memory_mb()["rss"]
@@ -123,6 +154,12 @@ def measure(corpus: Path, store_dir: Path, workers: int) -> dict[str, float]:
     for key in ("rss", "private", "mapped"):
         out[f"worker_{key}_mb"] = max((m[key] for m in per_worker), default=0.0)
     out["index_mb"] = store._index.rows.nbytes / 1e6
+    # a whole epoch read by a worker, but for the media and the tokenizer: what it copies of what it shares
+    epoch = copy.copy(pairs)
+    epoch.tensors = lambda clip, generator: {"row": torch.tensor(store._row(clip))}
+    epoch.tokens = copy.copy(pairs.tokens)
+    epoch.tokens.tokenizer = lambda texts, length: torch.zeros(len(texts), length, dtype=torch.long)
+    out["epoch_private_mb"] = forked_read_mb(epoch)
     return out
 
 
@@ -138,9 +175,10 @@ def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -
 
     task, rows = scale_task(), []
     print("| clips | write corpus + store (s) | annotations (s) | store open (s) | prepare split (s) | first batch "
-          "(s, from start) | main RSS (MB) | worker RSS (MB) | worker private (MB) | worker mapped files (MB) | "
-          "store index (MB) | store (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "delivered (s, from start) | its model inputs on this CPU (s) | main RSS (MB) | worker RSS (MB) | "
+          "worker private (MB) | worker mapped files (MB) | worker private, one epoch (MB) | store index (MB) | "
+          "store (GB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         media = small_entry_files()
         for n in sizes:
@@ -158,8 +196,10 @@ def perf_scale(sizes: list[int], workers: int = 2, folder: Path | None = None) -
                    "store_gb": sum(p.stat().st_size for p in store.shards.iterdir()) / 1e9}
             rows.append(row)
             print(f"| {n:,} | {written:.0f} | {row['annotations_s']:.1f} | {row['store_open_s']:.1f} | "
-                  f"{row['prepare_s']:.1f} | {row['first_batch_s']:.1f} | {row['main_rss_mb']:.0f} | "
+                  f"{row['prepare_s']:.1f} | {row['first_batch_s']:.1f} | {row['model_inputs_s']:.1f} | "
+                  f"{row['main_rss_mb']:.0f} | "
                   f"{row['worker_rss_mb']:.0f} | {row['worker_private_mb']:.0f} | {row['worker_mapped_mb']:.0f} | "
+                  f"{row['epoch_private_mb']:.0f} | "
                   f"{row['index_mb']:.0f} | "
                   f"{row['store_gb']:.1f} |", flush=True)
             shutil.rmtree(root)

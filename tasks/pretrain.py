@@ -69,12 +69,12 @@ class AudioSet(Task):
 def merge_sentences(starts: list[float], ends: list[float], texts: list[str]) -> list[tuple[float, float, str]]:
     """Consecutive segments of merged ASR sentences, each spanning >= 10 s and >= 5 words (the last may be short
     and is dropped)."""
-    out, first = [], 0
-    for last in range(len(texts)):
-        words = sum(len(t.split()) for t in texts[first : last + 1])
+    out, first, words = [], 0, 0
+    for last, text in enumerate(texts):
+        words += len(text.split())
         if ends[last] - starts[first] >= MIN_SECONDS and words >= MIN_WORDS:
             out.append((starts[first], ends[last], " ".join(texts[first : last + 1])))
-            first = last + 1
+            first, words = last + 1, 0
     return out
 
 
@@ -134,9 +134,9 @@ class HowTo100M(Task):
             raise UserError(f"{path}: '{video_id}' lacks start/end/text lists")
         if not len(asr["start"]) == len(asr["end"]) == len(asr["text"]):
             raise UserError(f"{path}: '{video_id}' has start/end/text lists of different lengths")
-        times_are_numbers = all(isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
-                                for t in asr["start"] + asr["end"])
-        if not times_are_numbers or not all(isinstance(t, str) for t in asr["text"]):
+        times = asr["start"] + asr["end"]  # numbers (bool is an int, refused), finite; texts strings
+        times_are_numbers = set(map(type, times)) <= {int, float} and all(map(math.isfinite, times))
+        if not times_are_numbers or not set(map(type, asr["text"])) <= {str}:
             raise UserError(f"{path}: '{video_id}' has a start/end that is not a finite number or a text that "
                             "is not a string")
         return merge_sentences(asr["start"], asr["end"], asr["text"])

@@ -86,3 +86,14 @@ def test_audioset_audio_template_names_per_clip_files(generated, tmp_path):
     assert clips[1].audio.suffix == ".mp4"  # no file: the video's own track
     with pytest.raises(UserError, match=r"unknown field 'video_id'.*\{youtube_id\}"):
         task.load(copy, "balanced_train", audio_template="sounds/{video_id}.flac")
+
+
+def test_asr_sentences_merge_into_segments_of_10_s_and_5_words():
+    """spec §7.1: consecutive sentences merge until the segment spans >= 10 s and >= 5 words; a short tail is
+    dropped (golden values worked by hand)."""
+    from tasks.pretrain import merge_sentences
+
+    starts, ends = [0, 4, 8, 12, 30, 31], [4, 8, 12, 25, 31, 32]
+    texts = ["a b", "c", "d e f", "g h i j k", "l m n o p", "q"]
+    assert merge_sentences(starts, ends, texts) == [(0, 12, "a b c d e f"), (12, 25, "g h i j k")]
+    assert merge_sentences([0, 20], [15, 21], ["a", "b c d e"]) == [(0, 21, "a b c d e")]

@@ -33,7 +33,7 @@ import multiprocessing
 import os
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import UserError
-from benchmark.items import Clip
+from benchmark.items import Clip, StoredClip
 from benchmark.media import audio as audio_fe
 from benchmark.media import video as video_fe
 from benchmark.media.decode import (STORE_FORMAT, MediaColumns, MediaStatus, Preprocessing, decode_clips,
@@ -73,7 +73,7 @@ def clip_source(clip: Clip) -> dict:
     return {"video": media_identity(clip.video), "audio": media_identity(clip.audio)}
 
 
-def entry_key(clip: Clip) -> str:
+def entry_key(clip: Clip | StoredClip) -> str:
     """A sample's key in its shard: a hash of the media key (ids never become file names)."""
     return hashlib.sha1(clip.media_key.encode()).hexdigest()[:20]
 
@@ -318,11 +318,13 @@ class MediaStore:
         changed size or mtime since its entry was decoded). Each media file is looked at once."""
         rows = self._index.find([c.media_key for c in clips])
         files: dict[tuple[Path | None, Path | None], tuple[int, int, int, int]] = {}
+        identities = []
         for clip in clips:  # the segments of one video share its files
-            if (clip.video, clip.audio) not in files:
-                source = {"video": media_identity(clip.video), "audio": media_identity(clip.audio)}
-                files[clip.video, clip.audio] = identity_columns(source)
-        now = np.array([files[c.video, c.audio] for c in clips], dtype=np.int64).reshape(len(clips), 4)
+            identity = files.get(media := (clip.video, clip.audio))
+            if identity is None:
+                identity = files[media] = identity_columns(clip_source(clip))
+            identities.append(identity)
+        now = np.array(identities, dtype=np.int64).reshape(len(clips), 4)
         present = rows >= 0
         stale = ~present
         stale[present] = (self._index.identity(rows[present]) != now[present]).any(axis=1)
@@ -334,7 +336,7 @@ class MediaStore:
         _, stale = self._rows(clips)
         return [c for c, s in zip(clips, stale.tolist(), strict=True) if s]
 
-    def _row(self, clip: Clip) -> int:
+    def _row(self, clip: Clip | StoredClip) -> int:
         return int(self._present([clip])[0])
 
     def status(self, clip: Clip) -> MediaStatus:
@@ -344,7 +346,7 @@ class MediaStore:
         """The decode status of each clip (all in the store), from the index: nothing is read from the shards."""
         return self._index.statuses(self._present(clips), [c.id for c in clips])
 
-    def _present(self, clips: list[Clip]) -> np.ndarray:
+    def _present(self, clips: Sequence[Clip | StoredClip]) -> np.ndarray:
         """The index rows of clips that are all in the store (KeyError naming the first that is not)."""
         rows = self._index.find([c.media_key for c in clips])
         if (rows < 0).any():
@@ -357,12 +359,12 @@ class MediaStore:
         rows = self._present(clips)
         return self._index.statuses(rows, [c.id for c in clips]), self._index.tars(rows), self._index.columns(rows)
 
-    def load(self, clip: Clip) -> dict[str, torch.Tensor | None]:
+    def load(self, clip: Clip | StoredClip) -> dict[str, torch.Tensor | None]:
         """The clip's frames and PCM (`decode_entry`); BadEntry when the entry does not match its record."""
         files, record, where = self._entry(clip, self._row(clip))
         return decode_entry(files, record, self.prep, where)
 
-    def _entry(self, clip: Clip, row: int) -> tuple[dict[str, bytes], dict, str]:
+    def _entry(self, clip: Clip | StoredClip, row: int) -> tuple[dict[str, bytes], dict, str]:
         """(files, checked record, where) of the clip's sample; BadEntry naming where it is."""
         tar, (offset, span, record_crc) = self._index.tar(row), self._index.rows[["offset", "span", "record_crc"]][row]
         where = f"store shard {tar}, clip '{clip.id}'"

@@ -9,6 +9,7 @@ a 1M-caption pre-training corpus would wait 33 s for its first batch and hold 25
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -40,10 +41,11 @@ class Tokenizer:
 class CaptionTokens:
     """The tokens of a split's captions, computed where they are read: `[j]` tokenizes caption j alone ([length]),
     `[i:k]` those captions as one batch ([k - i, length]). open_clip tokenizes each text on its own, so the values
-    equal tokenizing the whole split at once. Picklable (the tokenizer with it) for spawned DataLoader workers."""
+    equal tokenizing the whole split at once. Picklable (the tokenizer with it) for spawned DataLoader workers. The
+    captions are held as a numpy StringDType array: forked workers read it without copying it (`ClipColumns`)."""
 
     def __init__(self, captions: list[str], tokenizer: Tokenizer, length: int) -> None:
-        self.captions = captions
+        self.captions = np.array(captions, dtype=np.dtypes.StringDType())
         self.tokenizer = tokenizer
         self.length = length
 
@@ -52,5 +54,5 @@ class CaptionTokens:
 
     def __getitem__(self, index: int | slice) -> torch.Tensor:
         if isinstance(index, slice):
-            return self.tokenizer(self.captions[index], self.length)
-        return self.tokenizer([self.captions[index]], self.length)[0]
+            return self.tokenizer(self.captions[index].tolist(), self.length)
+        return self.tokenizer([str(self.captions[index])], self.length)[0]

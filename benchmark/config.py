@@ -91,6 +91,7 @@ class LossConfig:
 
 @dataclass
 class EvalConfig:
+    split: str | None = None  # the split scored: one of the task's splits (`clip4vla tasks`); None: its test split
     batch_size: int = 64
     ties: Literal["average", "optimistic", "pessimistic"] = "average"  # rank of tied scores (spec §10.1)
     selection_split: Literal["val", "test"] | None = None  # model selection split (protocol)
@@ -387,8 +388,21 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
             raise UserError(f"config key '{stage}.grad_accum' ({recipe.grad_accum}) must divide "
                             f"'{stage}.batch_size' ({recipe.batch_size}): each step reads grad_accum equal micro-batches")
     _check_modalities(cfg)
+    _check_eval_split(cfg)
     _check_pretrain_mix(cfg)
     return cfg
+
+
+def _check_eval_split(cfg: RunConfig) -> None:
+    """eval.split names one of the task's splits (a pre-training run, without a task, scores nothing)."""
+    if cfg.eval.split is None or cfg.task is None:
+        return
+    from benchmark.registry import load_tasks
+
+    splits = load_tasks().get(cfg.task).spec.splits
+    if cfg.eval.split not in splits:
+        raise UserError(f"config key 'eval.split': task {cfg.task} has no split '{cfg.eval.split}'"
+                        f"{closest(cfg.eval.split, splits)} (splits: {', '.join(splits)})")
 
 
 def _check_modalities(cfg: RunConfig) -> None:

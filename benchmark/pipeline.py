@@ -225,11 +225,12 @@ class Reproduction:
         """(training data, model-selection data) of the task, by protocol (architecture.md).
 
         paper: the task's validation split, or, when it has none, data.val_fraction of the
-        training clips held out by a fixed hash of their ids; released-code: the test split, as the authors.
+        training clips held out by a fixed hash of their ids; released-code: the split that is scored (the test
+        split, or eval.split), as the authors.
         """
         spec = self.task.spec
         if self.cfg.eval.selection_split == "test":
-            return self.prepare(self.task, spec.train_split), self.prepare(self.task, spec.test_split)
+            return self.prepare(self.task, spec.train_split), self.prepare(self.task, self.scored_split())
         if spec.val_split:
             return self.prepare(self.task, spec.train_split), self.prepare(self.task, spec.val_split)
         root = Path(self.cfg.data.root) / spec.data_dir
@@ -238,6 +239,11 @@ class Reproduction:
                     < self.cfg.data.val_fraction * 10_000}
         train_set = self.prepare(self.task, spec.train_split, exclude=held_out)
         return train_set, self.prepare(self.task, spec.train_split, set(ids) - held_out, f"{spec.train_split}-heldout")
+
+    def scored_split(self) -> str:
+        """The split the evaluations score: eval.split (e.g. the authors' MSR-VTT captioning split
+        test_1k_a_audio), else the task's test split."""
+        return self.cfg.eval.split or self.task.spec.test_split
 
     def protocol_fingerprint(self, prepared: Prepared) -> str:
         spec = prepared.task.spec
@@ -261,7 +267,7 @@ class Reproduction:
             if "finetune" in stages:
                 train_set, selection = self.selection_split()
             if scoring:
-                test_set = self.prepare(self.task, self.task.spec.test_split)
+                test_set = self.prepare(self.task, self.scored_split())
         if self.task is not None and self.task.spec.kind == "caption" and not self.cfg.model.decoder:
             self.cfg.model.decoder = True  # captioning needs the decoder; the recorded config says so
         model = self.build("finetune", self.cfg.model.init) if scoring else None

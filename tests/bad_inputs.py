@@ -50,6 +50,8 @@ BAD_CONFIGS: list[tuple[str | tuple[str, ...], tuple[str, ...]]] = [
     ("eval.batch_size=0", ("'eval.batch_size'", ">= 1")),
     ("eval.postprocess_temperature=0", ("'eval.postprocess_temperature'", "> 0")),
     ("pretrain_epoch_size=0", ("'pretrain_epoch_size'", ">= 1")),
+    (("task=msrvtt_caption", "eval.split=test_1k_a_audi"), ("'eval.split'", "no split 'test_1k_a_audi'",
+                                                             "did you mean 'test_1k_a_audio'?")),
     ("modalities=[text, vidoe]", ("unknown modality 'vidoe'", "did you mean 'video'?")),
     ("modalities=[video, audio]", ("'modalities' must hold text",)),
     (("task=audiocaps_retrieval", "modalities=[text, video]"), ("leaves task audiocaps_retrieval no clip",)),

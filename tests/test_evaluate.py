@@ -1,7 +1,9 @@
-"""Evaluation runs under the training's numerics switch (issue 13 item 2); sharing across ranks is in
-test_distributed.py."""
+"""Evaluation runs under the training's numerics switch (issue 13 item 2) and scores the split eval.split names;
+sharing across ranks is in test_distributed.py."""
 
 from __future__ import annotations
+
+import json
 
 import torch
 from helpers import ClassPairs, ServedItems, tiny_model
@@ -25,3 +27,22 @@ def test_encoding_runs_under_the_training_precision_and_returns_float32_features
     for a, b in [(full.text, half.text), *((full.clips[k], half.clips[k]) for k in ("video", "audio", "fused"))]:
         assert b.dtype == torch.float32 and not torch.equal(a, b)  # bf16 autocast did run
         assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.98
+
+
+def test_eval_split_scores_that_split_and_the_record_says_which(msrvtt_small, tiny_config, tmp_path):
+    """eval.split (issue 14 item 4): `evaluate` scores the named split of the task, and its record and protocol
+    fingerprint name it (a number on another split is never compared as if it were the test split's)."""
+    from benchmark.cli import main
+    from tasks.msrvtt import MSRVTTRetrieval
+
+    def evaluated(*overrides: str) -> dict:
+        out = tmp_path / ("-".join(overrides) or "default")
+        assert main(["evaluate", "msrvtt_retrieval", "--config", str(tiny_config), "--out", str(out),
+                     f"data.root={msrvtt_small[0].parent}", "eval.bootstrap=0", *overrides]) == 0
+        return json.loads((out / "runs" / "evaluated" / "results.json").read_text())
+
+    default, other = evaluated(), evaluated("eval.split=train_7k")
+    assert (default["split"], other["split"]) == ("test_1k_a", "train_7k")
+    listed = len(MSRVTTRetrieval().load(msrvtt_small[0], "train_7k"))
+    assert other["counts"]["clips_listed"] == listed != default["counts"]["clips_listed"]
+    assert other["protocol_fingerprint"] != default["protocol_fingerprint"]

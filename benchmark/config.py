@@ -307,16 +307,23 @@ def resolve_protocol(cfg: RunConfig) -> RunConfig:
 def resolve_task_defaults(cfg: RunConfig) -> RunConfig:
     """Fill the "(task)" switches. data.missing_audio: `miss` when the task's clips are audio only (with the
     modalities restriction applied), `zero` otherwise. Under `zero`, an audio-only clip without audio would be
-    an all-zero feature with similarity 0 to every caption, outranking every real clip scored below 0."""
-    if cfg.data.missing_audio is not None:
-        return cfg
-    audio_only = False
-    if cfg.task is not None:
-        from benchmark.registry import load_tasks
+    an all-zero feature with similarity 0 to every caption, outranking every real clip scored below 0. And
+    model.decoder is on when the task's kind needs it (captioning), so the resolved config, the one recorded,
+    says which model ran; nothing changes it later."""
+    if cfg.task is None:
+        return cfg if cfg.data.missing_audio is not None else \
+            dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_audio="zero"))
+    from benchmark.registry import load_tasks
+    from benchmark.task_kinds import kind_of
 
-        modalities = set(load_tasks().get(cfg.task).spec.modalities)
-        audio_only = "video" not in (modalities & set(cfg.modalities) if cfg.modalities else modalities)
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_audio="miss" if audio_only else "zero"))
+    spec = load_tasks().get(cfg.task).spec
+    missing_audio = cfg.data.missing_audio
+    if missing_audio is None:
+        modalities = set(spec.modalities) & set(cfg.modalities) if cfg.modalities else set(spec.modalities)
+        missing_audio = "zero" if "video" in modalities else "miss"
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_audio=missing_audio),
+                               model=dataclasses.replace(cfg.model,
+                                                         decoder=cfg.model.decoder or kind_of(spec).needs_decoder))
 
 
 @dataclass(frozen=True)

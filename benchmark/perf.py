@@ -241,7 +241,7 @@ def perf_metrics(resamples: int = 1000) -> list[dict]:
 
     registry = load_tasks()
     sizes = [(spec.name, spec.test_clips, spec.captions_per_item) for spec in (registry.get(n).spec for n in registry)
-             if spec.kind == "retrieval" and spec.test_clips]
+             if spec.directions and spec.test_clips]  # the tasks that rank clips
     rows = []
     print(f"| task test size | captions x clips | t2v + v2t (s) | t2v + v2t with {resamples} resamples (s) | "
           "all six directions (s) |")

@@ -27,16 +27,15 @@ from benchmark.checkpoint import Checkpointer, load_checkpoint
 from benchmark.config import ModelConfig, RunConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, loader_workers, prepare_split
 from benchmark.errors import UserError
-from benchmark.evaluate import Scored, available, encode, generate_captions, score_directions
-from benchmark.losses import CaptionLoss, PretrainLoss, RetrievalLoss
+from benchmark.evaluate import available
+from benchmark.losses import PretrainLoss
 from benchmark.media.decode import Preprocessing
 from benchmark.media.store import MediaStore
 from benchmark.media.text import CaptionTokens, Tokenizer
-from benchmark.metrics import bootstrap_ci, caption_scores, rank_metrics
 from benchmark.model import CLIP4VLA, build_model
-from benchmark.model.decoder import caption_token_length
 from benchmark.records import RunRecord, fingerprint, git_state, package_versions
 from benchmark.registry import load_tasks
+from benchmark.task_kinds import Scoring, TaskKind, kind_of
 from benchmark.tracking import NullRun, RunLedger, TrackedRun, Tracker, default_uri
 from benchmark.train import checkpoint_dir, train
 from reports.run_report import write_run_report
@@ -83,32 +82,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def candidate_of(modalities: tuple[str, ...]) -> str:
-    """Which clip feature a text is matched to when fine-tuning (spec §6.4)."""
-    if "video" in modalities and "audio" in modalities:
-        return "fused"
-    return "audio" if "audio" in modalities else "video"
-
-
-def write_query_records(scored: dict[str, Scored], data: Prepared, path: Path) -> Path:
-    """Per query and direction: its rank and top-10 ids, so runs can be compared query by query (CSV)."""
-    import pandas as pd
-
-    clip_ids = [c.id for c in data.split.clips]
-    captions = data.split.captions
-    rows = []
-    for direction, sc in scored.items():
-        from_text = direction.startswith("t2")
-        for q, (rank, top) in enumerate(zip(sc.ranks.tolist(), sc.top10.tolist(), strict=True)):
-            target = clip_ids[captions[q][0]] if from_text else clip_ids[q]
-            top_ids = [clip_ids[i] for i in top] if from_text else [clip_ids[captions[i][0]] for i in top]
-            rows.append({"direction": direction, "query": q, "clip": target, "rank": rank,
-                         "caption": captions[q][1] if from_text else "", "top10": " ".join(top_ids)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
 def cache_dir(cfg: RunConfig) -> Path:
     """data.cache, else <data.root>/clip4vla-cache (where `clip4vla prepare` writes by default)."""
     return Path(cfg.data.cache or Path(cfg.data.root) / "clip4vla-cache")
@@ -128,13 +101,12 @@ def stage_model_config(cfg: RunConfig, stage: str) -> ModelConfig:
     return cfg.model
 
 
-def stage_loss(cfg: RunConfig, stage: str, task_kind: str | None = None, modalities=()) -> nn.Module:
-    """The loss a training stage minimises (spec §6): pre-training's, or the fine-tuning loss of the task."""
+def stage_loss(cfg: RunConfig, stage: str, kind: TaskKind | None = None, modalities: tuple[str, ...] = ()
+               ) -> nn.Module:
+    """The loss a training stage minimises (spec §6): pre-training's, or the fine-tuning loss of the task's kind."""
     if stage == "pretrain":
         return PretrainLoss(cfg.loss)
-    if task_kind == "caption":
-        return CaptionLoss(cfg.model.supervise_pad)
-    return RetrievalLoss(cfg.loss, candidate_of(tuple(modalities)))
+    return kind.loss(cfg, tuple(modalities))
 
 
 def check_tasks(cfg: RunConfig, needs_task: bool = True, needs_corpus: bool = False) -> None:
@@ -144,7 +116,7 @@ def check_tasks(cfg: RunConfig, needs_task: bool = True, needs_corpus: bool = Fa
         tasks.get(name)
     if needs_task and cfg.task is None:
         raise UserError("no task: set task=NAME (see `clip4vla tasks`)")
-    if needs_task and tasks.get(cfg.task).spec.kind == "corpus":
+    if needs_task and not kind_of(tasks.get(cfg.task).spec).scored:
         raise UserError(f"'{cfg.task}' is a pre-training corpus, not a task to fine-tune or evaluate")
     if needs_corpus and not cfg.pretrain_corpus:
         raise UserError("no pre-training corpus: set pretrain_corpus=[NAME, ...] (see `clip4vla tasks`)")
@@ -166,6 +138,7 @@ class Reproduction:
         self.tags = {"variant": "default", **(tags or {})}  # a sweep names the variant and its plan entry
         self.tasks = load_tasks()
         self.task = self.tasks.get(cfg.task)() if cfg.task else None  # None: pre-training only
+        self.kind = kind_of(self.task.spec) if self.task else None
         self.corpus = [self.tasks.get(name)() for name in cfg.pretrain_corpus]
         task_modalities = set(self.task.spec.modalities) if self.task else {"text", "video", "audio"}
         self.modalities = task_modalities & set(cfg.modalities) if cfg.modalities else task_modalities
@@ -177,6 +150,7 @@ class Reproduction:
         self.store = media_store(cfg)
         self.tensors = ClipTensors(self.store, cfg.data, use_audio="audio" in self.modalities)
         self.tokenizer = Tokenizer(cfg.model.clip_name, cfg.data.max_words)
+        self.scoring = Scoring(cfg, self.tensors, self.tokenizer.decode, self.directions, self.rank)
         self.records: list[RunRecord] = []
         self.prepared: dict[tuple[str, str], Prepared] = {}
         self.environment = {
@@ -209,10 +183,8 @@ class Reproduction:
                             f"media under {root} (missing video {c['missing_video']}, missing audio "
                             f"{c['missing_audio']}); `clip4vla prepare {task.spec.name}` lists why per clip")
         captions = [text for _, text in prepared.captions]
-        length = self.cfg.data.max_words  # the caption decoder keeps max_words - 1 words (spec §6.4)
-        length = caption_token_length(length) if task.spec.kind == "caption" else length
         # tokenized where read, not here: a 1M-caption corpus would spend 33 s and 256 MB per process up front
-        tokens = CaptionTokens(captions, self.tokenizer, length)
+        tokens = CaptionTokens(captions, self.tokenizer, kind_of(task.spec).token_length(self.cfg.data.max_words))
         c = prepared.counts
         self.progress.say(
             f"  {task.spec.name}/{label or split}: {c['clips_used']} of {c['clips_listed']} clips used, "
@@ -268,8 +240,6 @@ class Reproduction:
                 train_set, selection = self.selection_split()
             if scoring:
                 test_set = self.prepare(self.task, self.scored_split())
-        if self.task is not None and self.task.spec.kind == "caption" and not self.cfg.model.decoder:
-            self.cfg.model.decoder = True  # captioning needs the decoder; the recorded config says so
         model = self.build("finetune", self.cfg.model.init) if scoring else None
         if "evaluate" in stages:  # a checkpoint (model.init) or the CLIP weights, zero-shot
             self.evaluate(model, test_set, "evaluated")
@@ -332,18 +302,12 @@ class Reproduction:
         """Retrieval: the contrastive fine-tuning loss; captioning: the decoder's token cross-entropy (spec §6.4).
         With finetune.eval_every, the main score on the selection split picks the checkpoint that is kept."""
         pairs = CaptionPairs(data.split, self.tensors, data.tokens, augment=False, seed=self.cfg.seed)
-        spec = data.task.spec
-        main = self.main_score()
-        captioning = spec.kind == "caption"
+        spec, main = data.task.spec, self.main_score()
 
         def select() -> float:
-            """The main score on the selection split, scored exactly as the final evaluation scores it."""
-            if captioning:
-                return self.score_captions(model, selection, self.out / "runs" / "selection")[0][main]
-            direction = main.split("/")[0]
-            return rank_metrics(self.score_directions(model, selection)[direction].ranks, direction)[main]
+            return self.kind.selection_score(self.scoring, model, selection, self.out / "runs" / "selection", main)
 
-        self.train_stage(f"finetune/{spec.name}", model, pairs, stage_loss(self.cfg, "finetune", spec.kind,
+        self.train_stage(f"finetune/{spec.name}", model, pairs, stage_loss(self.cfg, "finetune", self.kind,
                                                                             self.modalities),
                          self.cfg.finetune, [data], select=select if self.cfg.finetune.eval_every else None,
                          tags={"selection_split": selection.split_name})
@@ -385,8 +349,7 @@ class Reproduction:
         folder = self.out / "runs" / label
         with self.progress.stage(f"{name} on {spec.name}/{data.split_name}"), self._run(name, tags) as run:
             begin = time.perf_counter()
-            score = self.score_captions if spec.kind == "caption" else self.score_retrieval
-            metrics, extra, artifact = score(model, data, folder)
+            metrics, extra, artifact = self.kind.score(self.scoring, model, data, folder)
             run.log_metrics(metrics)
             record = self.record(name, tags, metrics, data.split.counts, self.main_score(), begin,
                                  {"chance_R1": 100.0 / max(len(data.split.clips), 1),
@@ -395,56 +358,11 @@ class Reproduction:
                 run.log_artifact(artifact)
                 run.log_artifact(record.save(folder / "results.json"))
             self.records.append(record)
-            shown = [f"{d}/R1" for d in self.directions] if spec.kind != "caption" else ["Bleu_4", "METEOR", "CIDEr"]
-            self.progress.say(f"  {label}: " + ", ".join(f"{k} {metrics[k]:.1f}" for k in shown))
-
-    def score_directions(self, model: CLIP4VLA, data: Prepared) -> dict[str, Scored]:
-        """Encode `data` once and rank every direction under the configured ties, missing-audio policy and
-        post-processing (model selection and the final evaluation both score this way)."""
-        encoded = encode(model, data.split, self.tensors, data.tokens, self.cfg.eval.batch_size,
-                         loader_workers(self.cfg.data), self.cfg.finetune.precision)
-        audio_valid = None
-        if self.cfg.data.missing_audio == "miss":
-            audio_valid = torch.tensor([data.split.has_audio[c.id] for c in data.split.clips])
-        return score_directions(encoded, self.directions, self.cfg.eval.ties, audio_valid,
-                                self.cfg.eval.postprocess, self.cfg.eval.postprocess_temperature)
-
-    def score_retrieval(self, model: CLIP4VLA, data: Prepared, folder: Path) -> tuple[dict, dict, Path]:
-        scored = self.score_directions(model, data)
-        metrics = {k: v for d, sc in scored.items() for k, v in rank_metrics(sc.ranks, d).items()}
-        intervals = {}
-        if self.cfg.eval.bootstrap:
-            for d, sc in scored.items():
-                intervals.update(bootstrap_ci(sc.ranks, d, self.cfg.eval.bootstrap, self.cfg.seed))
-        metrics.update({f"ci95/{k}/{end}": v for k, (low, high) in intervals.items()
-                        for end, v in (("low", low), ("high", high))})
-        artifact = write_query_records(scored, data, folder / "queries.csv") if self.rank == 0 else folder
-        return metrics, {"ci95": intervals, "bootstrap_resamples": self.cfg.eval.bootstrap}, artifact
-
-    def score_captions(self, model: CLIP4VLA, data: Prepared, folder: Path) -> tuple[dict, dict, Path]:
-        """One caption per clip (beam eval.beam), scored against all of the clip's references at once."""
-        texts = generate_captions(model, data.split, self.tensors, self.tokenizer.decode, self.cfg.data.max_words,
-                                  self.cfg.eval.beam, self.cfg.eval.batch_size, self.cfg.finetune.precision)
-        clips = data.split.clips
-        metrics = None
-        if self.rank == 0:  # pycocoevalcap (and its JVM) once; the other ranks take rank 0's scores
-            metrics = caption_scores({c.id: list(c.captions) for c in clips},
-                                     {c.id: t for c, t in zip(clips, texts, strict=True)})
-        metrics = distributed.gather_objects(metrics)[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "captions.jsonl"
-        if self.rank == 0:
-            with path.open("w") as f:
-                for clip, text in zip(clips, texts, strict=True):
-                    f.write(json.dumps({"id": clip.id, "caption": text, "references": list(clip.captions)}) + "\n")
-        return metrics, {"beam": self.cfg.eval.beam}, path
+            self.progress.say(f"  {label}: " + ", ".join(f"{k} {metrics[k]:.1f}"
+                                                         for k in self.kind.headline(self.directions)))
 
     def main_score(self) -> str:
-        """The task's main score, or its first available direction's R@1 when an ablation removes a modality."""
-        spec = self.task.spec
-        if spec.kind == "caption" or spec.main_score.split("/")[0] in self.directions:
-            return spec.main_score
-        return f"{self.directions[0]}/R1"
+        return self.kind.main_score(self.task.spec, self.directions)
 
     @contextmanager
     def _run(self, name: str, tags: dict) -> Iterator[TrackedRun | NullRun]:

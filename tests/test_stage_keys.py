@@ -15,6 +15,7 @@ from benchmark.model import build_model
 from benchmark.pipeline import stage_loss, stage_model_config
 from benchmark.registry import load_tasks
 from benchmark.sweep import UNUSED_BY_STAGE, Step, run_key
+from benchmark.task_kinds import kind_of
 from benchmark.train import train
 
 TINY = ["model.clip_name=tiny-clip4vla", "model.pretrained=null", "model.cross_layers=2"]
@@ -58,7 +59,7 @@ def _stage(cfg, stage):
         with torch.no_grad():
             return model.eval()(class_batch()), {}, {}
     spec = load_tasks().get(cfg.task).spec if stage == "finetune" else None
-    loss = stage_loss(cfg, stage, spec and spec.kind, spec and spec.modalities)
+    loss = stage_loss(cfg, stage, spec and kind_of(spec), spec and spec.modalities)
     out = model(class_batch(), objective=loss.objective)
     terms = {k: v.detach() for k, v in loss(out).items()}
     recipe = dataclasses.replace(getattr(cfg, stage), max_steps=1, batch_size=4, warmup=0.0)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from benchmark.errors import UserError
@@ -72,3 +75,31 @@ def test_third_party_tasks_come_from_the_entry_point_group(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint(fail=True)])
     with pytest.raises(UserError, match="task plugin 'acme' .* failed to import"):
         registry.load_tasks()
+
+
+def test_a_task_kind_is_one_registered_class_that_the_pipeline_asks():
+    """Adding a task kind is one class (issue 14 item 1): registered under its name, it is what a task of that
+    kind gets; benchmark/ never tests a task's kind itself."""
+    from types import SimpleNamespace
+
+    from benchmark.task_kinds import TASK_KINDS, TaskKind, kind_of
+
+    @TASK_KINDS.register("counting")
+    class Counting(TaskKind):
+        name = "counting"
+
+        def token_length(self, max_words: int) -> int:
+            return 7
+
+    try:
+        assert kind_of(SimpleNamespace(kind="counting")).token_length(32) == 7
+        with pytest.raises(ValueError, match="registered twice"):
+            TASK_KINDS.register("counting")(Counting)
+    finally:
+        TASK_KINDS._items.pop("counting")
+    with pytest.raises(UserError, match="unknown task kind 'retrieve'; did you mean 'retrieval'"):
+        kind_of(SimpleNamespace(kind="retrieve"))
+    library = Path(__file__).parents[1] / "benchmark"
+    branches = [f"{path.name}:{n}" for path in library.rglob("*.py")
+                for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bkind\s*[!=]=", line)]
+    assert branches == []

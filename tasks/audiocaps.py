@@ -8,10 +8,15 @@ not be downloaded (5-10%) are counted by the missing-audio policy.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+
+import numpy as np
 
 from benchmark.items import Clip
 from benchmark.registry import register_task
+from benchmark.synthetic import (Content, draw_content, register_synthetic, render_audio, write_csv, write_wav,
+                                 youtube_ids)
 from tasks.base import Task, TaskSpec, first_existing, read_csv
 
 TEMPLATES = ("audio/{youtube_id}.wav", "audio/Y{youtube_id}.wav", "audio/{youtube_id}_{start_time}.wav")
@@ -58,3 +63,47 @@ class AudioCapsCaption(AudioCapsTask):
     """Audio captioning: train with 1 caption per clip; val/test scored against 5 references."""
 
     spec = audiocaps_spec("audiocaps_caption", "caption", (), "CIDEr")
+
+
+@register_synthetic("audiocaps", n_train=40, n_val=8, n_test=12)
+def write_audiocaps(root: Path, seed: int = 0, n_train: int = 40, n_val: int = 8, n_test: int = 12) -> dict:
+    """AudioCaps official CSVs (train 1 caption per clip; val/test 5, rows not contiguous, quoted captions with
+    commas) and audio/<youtube_id>.wav cut at start_time. Planted: ~8% of clips never downloaded, one 0.2 s
+    WAV, one 48 kHz stereo WAV, one zero-byte WAV."""
+    rng, nrng = random.Random(seed + 2), np.random.default_rng(seed + 2)
+    root = Path(root)
+    ids = youtube_ids(rng, n_train + n_val + n_test)
+    splits = {"train": ids[:n_train], "val": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
+    missing = rng.sample(splits["train"], max(len(ids) * 8 // 100 - 1, 1)) + [splits["test"][0]]
+    short, hi_rate, empty = splits["test"][1], splits["test"][2], splits["train"][-1]
+    audio_id = 100
+    planted: dict[str, list[str]] = {"missing": sorted(missing), "short": [short], "48k": [hi_rate],
+                                     "empty": [empty]}
+    for split, members in splits.items():
+        rows = []
+        for youtube_id in members:
+            content = draw_content(rng, 3.0, 5.0)
+            start = rng.randrange(0, 200)
+            sounds = [f"{content.sound}, then {content.sound} again", f"{content.sound} goes on",
+                      f"someone plays {content.sound}", f"{content.sound} in a quiet room",
+                      f"a recording of {content.sound}"]
+            for caption in sounds[: 1 if split == "train" else 5]:
+                rows.append([str(audio_id), youtube_id, str(start), caption])
+                audio_id += 1
+            if youtube_id in missing:
+                continue
+            path = root / "audio" / f"{youtube_id}.wav"
+            if youtube_id == empty:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"")
+            elif youtube_id == short:
+                write_wav(path, render_audio(Content(content.colour, content.position, content.sound, 0.2), nrng))
+            elif youtube_id == hi_rate:
+                wave = render_audio(content, nrng)
+                write_wav(path, np.repeat(wave, 3, axis=1), rate=48_000)  # the same sound, stored at 48 kHz
+            else:
+                write_wav(path, render_audio(content, nrng))
+        rng.shuffle(rows)  # rows of one clip are not contiguous
+        write_csv(root / f"{split}.csv", ["audiocap_id", "youtube_id", "start_time", "caption"], rows)
+    planted.update(splits)
+    return planted

@@ -13,11 +13,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from pathlib import Path
+
+import numpy as np
 
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
+from benchmark.synthetic import (draw_content, register_synthetic, render_audio, render_frames, write_csv, write_mp4,
+                                 youtube_ids)
 from tasks.base import Task, TaskSpec, csv_records, first_existing, json_object_items, read_csv, video_and_audio
 
 MIN_SECONDS, MIN_WORDS = 10.0, 5  # spec §7.1: min_time, min_words
@@ -140,3 +145,65 @@ class HowTo100M(Task):
             raise UserError(f"{path}: '{video_id}' has a start/end that is not a finite number or a text that "
                             "is not a string")
         return merge_sentences(asr["start"], asr["end"], asr["text"])
+
+
+AUDIOSET_LABELS = {"a low hum": ("/m/hum01", "Hum"), "a high whistle": ("/m/whs01", "Whistle"),
+                   "a beeping sound": ("/m/bep01", "Beep, bleep"), "static noise": ("/m/sta01", "Static")}
+
+
+@register_synthetic("audioset", n_clips=100)
+def write_audioset(root: Path, seed: int = 0, n_clips: int = 100) -> dict:
+    """AudioSet balanced/unbalanced_train_segments.csv (three '#' lines, quoted comma-separated MIDs; a quarter
+    of the clips in the unbalanced list) and class_labels_indices.csv, with 10 s-style clips as mp4 (video +
+    audio). Planted: one missing mp4 in the balanced list."""
+    rng, nrng = random.Random(seed + 3), np.random.default_rng(seed + 3)
+    root = Path(root)
+    ids = youtube_ids(rng, n_clips)
+    missing = ids[3]
+    n_balanced = n_clips - n_clips // 4
+    rows = []
+    for youtube_id in ids:
+        content = draw_content(rng, 2.0, 3.0)
+        mids = [AUDIOSET_LABELS[content.sound][0]] + ([rng.choice(list(AUDIOSET_LABELS.values()))[0]]
+                                                      if rng.random() < 0.2 else [])
+        start = float(rng.randrange(0, 300))
+        rows.append(f'{youtube_id}, {start:.3f}, {start + 10:.3f}, "{",".join(dict.fromkeys(mids))}"')
+        if youtube_id != missing:
+            write_mp4(root / "videos" / f"{youtube_id}.mp4", render_frames(content, nrng), render_audio(content, nrng))
+    for name, part in (("balanced_train", rows[:n_balanced]), ("unbalanced_train", rows[n_balanced:])):
+        header = ["# Segments csv created Sun Mar  5 10:54:31 2017",
+                  f"# num_ytids={len(part)}, num_segs={len(part)}, num_unique_labels={len(AUDIOSET_LABELS)}",
+                  "# YTID, start_seconds, end_seconds, positive_labels"]
+        (root / f"{name}_segments.csv").write_text("\n".join(header + part) + "\n")
+    write_csv(root / "class_labels_indices.csv", ["index", "mid", "display_name"],
+               [[str(i), mid, name] for i, (mid, name) in enumerate(AUDIOSET_LABELS.values())])
+    return {"balanced_train": ids[:n_balanced], "unbalanced_train": ids[n_balanced:], "missing": [missing]}
+
+
+@register_synthetic("howto100m", n_videos=8)
+def write_howto100m(root: Path, seed: int = 0, n_videos: int = 8, seconds: float = 24.0) -> dict:
+    """HowTo100M_v1.csv and caption.json (ASR sentences with start/end), with long mp4s whose content changes
+    every 12 s, so merged >= 10 s segments are learnable. Planted: one video listed without captions."""
+    rng, nrng = random.Random(seed + 4), np.random.default_rng(seed + 4)
+    root = Path(root)
+    ids = youtube_ids(rng, n_videos)
+    captions: dict[str, dict[str, list]] = {}
+    for video_id in ids:
+        parts = [draw_content(rng, seconds / 2, seconds / 2) for _ in range(2)]
+        frames = np.concatenate([render_frames(p, nrng) for p in parts])
+        audio = np.concatenate([render_audio(p, nrng) for p in parts], axis=1)
+        write_mp4(root / "videos" / f"{video_id}.mp4", frames, audio)
+        starts, ends, texts = [], [], []
+        for index, part in enumerate(parts):
+            for k in range(4):  # four 3-second ASR sentences per part
+                begin = index * seconds / 2 + k * 3.0
+                starts.append(begin)
+                ends.append(begin + 2.5)
+                texts.append(f"now the screen is {part.colour} and you hear {part.sound}")
+        captions[video_id] = {"start": starts, "end": ends, "text": texts}
+    unlabelled = ids[-1]
+    del captions[unlabelled]
+    write_csv(root / "HowTo100M_v1.csv", ["video_id", "category_1", "category_2", "rank", "task_id"],
+               [[v, "Food and Entertaining", "Recipes", "1", str(100 + i)] for i, v in enumerate(ids)])
+    (root / "caption.json").write_text(json.dumps(captions))
+    return {"ids": ids, "no_captions": [unlabelled]}

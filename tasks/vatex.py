@@ -7,11 +7,16 @@ test_list.txt (val and test are the two halves of the official validation set); 
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
+
+import numpy as np
 
 from benchmark.errors import UserError
 from benchmark.items import Clip
 from benchmark.registry import register_task
+from benchmark.synthetic import draw_content, register_synthetic, render_audio, render_frames, write_mp4, youtube_ids
 from tasks.base import Task, TaskSpec, clips_with_captions, is_text, read_json, read_lines, unique_ids
 
 JSONS = {"train": "vatex_training_v1.0.json", "val": "vatex_validation_v1.0.json",
@@ -75,3 +80,36 @@ class VATEXCaption(Task):
         path = root / JSONS[split]
         captions = english_captions(path)
         return clips_with_captions(root, list(captions), captions, path)
+
+
+@register_synthetic("vatex", n_videos=60)
+def write_vatex(root: Path, seed: int = 0, n_videos: int = 60) -> dict:
+    """VATEX v1.0/v1.1: training/validation/public-test JSONs (10 English + 10 Chinese captions) and the HGR
+    retrieval split lists (test = a half of the official validation). Planted: one clip without audio track
+    and one listed but missing mp4 in the HGR test list, one zero-byte mp4 in the HGR val list."""
+    rng, nrng = random.Random(seed + 1), np.random.default_rng(seed + 1)
+    root = Path(root)
+    ids = [f"{y}_{s:06d}_{s + 10:06d}" for y in youtube_ids(rng, n_videos) for s in [rng.randrange(0, 300)]]
+    n_test_public = n_videos // 6
+    n_val = n_videos // 3
+    train, val, public_test = ids[: n_videos - n_val - n_test_public], ids[-n_val - n_test_public : -n_test_public], \
+        ids[-n_test_public:]
+    hgr_val, hgr_test = val[: n_val // 2], val[n_val // 2 :]
+    no_audio, missing, empty = hgr_test[0], hgr_test[1], hgr_val[0]
+    entries = {}
+    for video_id in ids:
+        content = draw_content(rng, 2.0, 3.0)
+        entries[video_id] = {"videoID": video_id, "enCap": content.captions(rng, 10),
+                             "chCap": [f"中文描述 {i}" for i in range(10)]}
+        if video_id != missing:
+            audio = None if video_id == no_audio else render_audio(content, nrng)
+            write_mp4(root / "videos" / f"{video_id}.mp4", render_frames(content, nrng), audio)
+    (root / "videos" / f"{empty}.mp4").write_bytes(b"")
+    (root / "vatex_training_v1.0.json").write_text(json.dumps([entries[v] for v in train], ensure_ascii=False))
+    (root / "vatex_validation_v1.0.json").write_text(json.dumps([entries[v] for v in val], ensure_ascii=False))
+    (root / "vatex_public_test_english_v1.1.json").write_text(
+        json.dumps([{"videoID": v, "enCap": entries[v]["enCap"]} for v in public_test]))
+    for name, members in (("train_list.txt", train), ("val_list.txt", hgr_val), ("test_list.txt", hgr_test)):
+        (root / name).write_text("\n".join(members) + "\n")
+    return {"no_audio": [no_audio], "missing": [missing], "empty": [empty], "train": train, "val": val,
+            "public_test": public_test, "hgr_val": hgr_val, "hgr_test": hgr_test}

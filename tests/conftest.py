@@ -12,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a hub from a test (open_clip s
 @pytest.fixture(scope="session")
 def msrvtt_small(tmp_path_factory):
     """A 24-clip generated MSR-VTT (with its planted defects), written once per session."""
-    from benchmark.synthetic import write_msrvtt
+    from tasks.msrvtt import write_msrvtt
 
     root = tmp_path_factory.mktemp("data") / "msrvtt"  # root.parent is a data.root
     planted = write_msrvtt(root, seed=1, n_videos=24, test_size=6)

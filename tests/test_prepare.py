@@ -99,7 +99,7 @@ def test_vatex_zero_byte_and_trackless_videos_are_flagged(generated, tmp_path):
 
 
 def test_synth_is_deterministic_for_a_seed(tmp_path):
-    from benchmark.synthetic import write_audiocaps
+    from tasks.audiocaps import write_audiocaps
 
     first = write_audiocaps(tmp_path / "a", seed=3, n_train=6, n_val=2, n_test=3)
     second = write_audiocaps(tmp_path / "b", seed=3, n_train=6, n_val=2, n_test=3)

@@ -346,9 +346,18 @@ def emit(suite: Suite, runs: list[PlannedRun], finished: set[str], out: Path, ov
             continue
         after = f"; after {run.init.key[:10]}" if run.init and run.init.key not in finished else ""
         lines.append(f"# {run.label}{after}")
-        lines.append(shlex.join(["clip4vla", "sweep", str(suite.path.resolve()), "--out", str(out.resolve()),
-                                 "--only", run.key[:10], *overrides]))
+        lines.append(shlex.join(run_command(suite, run, out, overrides)))
     return "\n".join(lines)
+
+
+def run_command(suite: Suite, run: PlannedRun, out: Path, overrides: list[str]) -> list[str]:
+    """The command that runs one planned run (what --emit prints)."""
+    return ["clip4vla", "sweep", str(suite.path.resolve()), "--out", str(out.resolve()), "--only", run.key[:10],
+            *overrides]
+
+
+def report_title(suite: Suite) -> str:
+    return f"clip4vla {suite.name}: reproduction report"
 
 
 def select(runs: list[PlannedRun], only: str) -> PlannedRun:
@@ -426,6 +435,13 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
         return run_plan(suite, path, todo, out, uri, experiment, progress, report=only is None)
 
 
+def tag_variants(tracker: Tracker, finished: dict[str, Any], run: PlannedRun) -> None:
+    """Add the run's variants to the `variant` tag of the finished run with its key: a new variant may share it,
+    and the report must know."""
+    old = finished["tags"].get("variant", "")
+    tracker.set_tags(finished["run_id"], {"variant": ",".join(sorted({*old.split(","), *run.variants} - {""}))})
+
+
 def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: str, experiment: str,
              progress: Progress, report: bool) -> Path | None:
     """The body of `run_sweep`, with the output folder held: each unfinished run, then the report."""
@@ -444,10 +460,8 @@ def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: s
     with sweep_run as parent:
         for i, run in enumerate(todo, 1):
             if run.key in finished:
-                if tracker:  # a new variant may share this run: the report must know
-                    old = finished[run.key]["tags"].get("variant", "")
-                    tracker.set_tags(finished[run.key]["run_id"],
-                                     {"variant": ",".join(sorted({*old.split(","), *run.variants} - {""}))})
+                if tracker:
+                    tag_variants(tracker, finished[run.key], run)
                 progress.say(f"[{i}/{len(todo)}] {run.label}: finished earlier, skipped")
                 continue
             cfg = with_init(run, out, set(finished))
@@ -459,7 +473,7 @@ def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: s
             finished[run.key] = {"tags": run.tags(suite)}
         if tracker is None or not report:
             return None
-        paths = write_report(tracker, out, f"clip4vla {suite.name}: reproduction report", suite.reference)
+        paths = write_report(tracker, out, report_title(suite), suite.reference)
         for written in paths.values():
             parent.log_artifact(written)
         for plot in sorted((out / "plots").glob("*.png")):

@@ -106,10 +106,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a suite's plan (skipping runs the store holds as finished), then write the comparison report."""
+    from benchmark.launchers import RESOURCE_KEYS
     from benchmark.pipeline import Progress
     from benchmark.sweep import run_sweep
 
-    run_sweep(Path(args.config), Path(args.out), args.overrides, Progress(), args.only, args.dry_run, args.emit)
+    flags = {key: getattr(args, key) for key in RESOURCE_KEYS if getattr(args, key) is not None}
+    run_sweep(Path(args.config), Path(args.out), args.overrides, Progress(), args.only, args.dry_run, args.emit,
+              args.launcher, flags)
     return 0
 
 
@@ -246,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan: runs, status, time estimate")
     p.add_argument("--emit", action="store_true", help="print one shell command per unfinished run (schedulers)")
     p.add_argument("--only", metavar="KEY", help="run only the run with this key (as printed by --dry-run/--emit)")
+    p.add_argument("--launcher", metavar="local|slurm", help="run each unfinished run as a job that waits for the "
+                   "run it starts from, then a report job: 'slurm' submits them with sbatch, 'local' runs them here")
+    p.add_argument("--partition", help="--launcher slurm: the partition (default: the suite's launcher.partition)")
+    p.add_argument("--gpus", help="--launcher: GPUs per job, on one node; more than 1 runs it under torchrun "
+                   "(default: launcher.gpus, else 1)")
+    p.add_argument("--cpus", help="--launcher: CPUs per job (default: launcher.cpus, else the scheduler's)")
+    p.add_argument("--time", help="--launcher: time limit per job, MINUTES, HH:MM:SS or D-HH:MM:SS (default: "
+                   "launcher.time; slurm needs one)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every run, e.g. data.root=/data")
     p.set_defaults(func=cmd_sweep)
 

@@ -13,6 +13,7 @@ A suite file (configs/paper.yaml, ablations.yaml, smoke.yaml) holds:
       - {name: pretrain-stage1, stage: pretrain, seeds: shared, config: {...}}
       - {name: my_task, stage: finetune, init: pretrain-stage1, config: {task: my_task}}
     estimate: {seconds_per_sample: 0.072, unit: GPU}   # for --dry-run's time estimate
+    launcher: {partition: gpu, gpus: 4, cpus: 32, time: "24:00:00"}   # each job of --launcher slurm / local
 
 `extends: other.yaml` takes what the file does not say from another suite (base merged key by key) and
 `steps: [...]` keeps part of its plan; top-level keys starting with `x-` only hold YAML anchors.
@@ -37,6 +38,7 @@ from typing import Any
 from benchmark import distributed
 from benchmark.config import RunConfig, TrackingConfig, flatten, load_config, merge, read_yaml, to_dict
 from benchmark.errors import UserError
+from benchmark.launchers import RESOURCE_KEYS, Job, Resources, check_launcher, launch, read_resources
 from benchmark.pipeline import Progress, check_tasks, reproduce, resolve_device, say_where
 from benchmark.records import fingerprint
 from benchmark.registry import closest, load_tasks
@@ -45,7 +47,7 @@ from benchmark.tracking import RunLedger, Tracker, default_uri
 from benchmark.train import checkpoint_dir
 
 STAGES = ("pretrain", "finetune", "evaluate")
-SUITE_KEYS = ("suite", "seeds", "base", "variants", "plan", "steps", "estimate")
+SUITE_KEYS = ("suite", "seeds", "base", "variants", "plan", "steps", "estimate", "launcher")
 STEP_KEYS = ("name", "stage", "init", "seeds", "config")
 VARIANT_KEYS = ("overrides", "skip")
 
@@ -90,6 +92,7 @@ class Suite:
     steps: list[Step]
     seconds_per_sample: float  # training cost per (caption, clip) pair, for --dry-run's time estimate
     estimate_unit: str
+    resources: Resources  # what each job of --launcher asks for, before the command line's flags
 
     @property
     def reference(self) -> str:
@@ -206,8 +209,13 @@ def load_suite(path: Path) -> Suite:
     seconds = estimate.get("seconds_per_sample", 0.072)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         raise UserError(f"{path}: estimate.seconds_per_sample must be a positive number, got {seconds!r}")
+    launcher = data.get("launcher") or {}
+    if not isinstance(launcher, dict):
+        raise UserError(f"{path}: launcher must be a mapping of {', '.join(RESOURCE_KEYS)}, got {launcher!r}")
+    _check_keys(launcher, RESOURCE_KEYS, f"{path}: launcher")
+    resources = Resources(**read_resources(launcher, lambda key: f"{path}: launcher.{key}"))
     return Suite(str(data["suite"]), path, seeds, nested(data.get("base") or {}, f"{path}: base"), variants, steps,
-                 float(seconds), str(estimate.get("unit", "GPU")))
+                 float(seconds), str(estimate.get("unit", "GPU")), resources)
 
 
 def _names(value: Any, where: str) -> list[str]:
@@ -346,9 +354,25 @@ def emit(suite: Suite, runs: list[PlannedRun], finished: set[str], out: Path, ov
             continue
         after = f"; after {run.init.key[:10]}" if run.init and run.init.key not in finished else ""
         lines.append(f"# {run.label}{after}")
-        lines.append(shlex.join(["clip4vla", "sweep", str(suite.path.resolve()), "--out", str(out.resolve()),
-                                 "--only", run.key[:10], *overrides]))
+        lines.append(shlex.join(run_command(suite, run, out, overrides)))
     return "\n".join(lines)
+
+
+def run_command(suite: Suite, run: PlannedRun, out: Path, overrides: list[str]) -> list[str]:
+    """The command that runs one planned run (what --emit prints and --launcher submits)."""
+    return ["clip4vla", "sweep", str(suite.path.resolve()), "--out", str(out.resolve()), "--only", run.key[:10],
+            *overrides]
+
+
+def report_command(suite: Suite, runs: list[PlannedRun], out: Path) -> list[str]:
+    """The command that writes the suite's report once its runs finished (`--only` runs leave it to this)."""
+    uri = runs[0].config.tracking.uri  # the report resolves the store as the runs do: this, else the environment
+    return ["clip4vla", "report", "--out", str(out.resolve()), "--experiment", experiment_of(suite, runs),
+            "--reference", suite.reference, "--title", report_title(suite), *(["--tracking-uri", uri] if uri else [])]
+
+
+def report_title(suite: Suite) -> str:
+    return f"clip4vla {suite.name}: reproduction report"
 
 
 def select(runs: list[PlannedRun], only: str) -> PlannedRun:
@@ -401,18 +425,32 @@ def look_up_finished(uri: str, experiment: str) -> set[str]:
 
 
 def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, only: str | None = None,
-              dry_run: bool = False, emit_commands: bool = False) -> Path | None:
+              dry_run: bool = False, emit_commands: bool = False, launcher: str | None = None,
+              resource_flags: dict[str, str] | None = None) -> Path | None:
     """Run the suite's plan into `out` (skipping runs the store holds as finished), then write the comparison
     report there. --dry-run prints the plan; --emit prints one command per unfinished run; --only runs one run
-    and leaves the report to `clip4vla report` (parallel jobs would race on it).
+    and leaves the report to `clip4vla report` (parallel jobs would race on it); --launcher runs each unfinished
+    run as a job (`launch_sweep`), with the resources of the suite's `launcher:` section and `resource_flags`.
 
     Under torchrun every rank walks the same plan: rank 0 reads the store and tells the others what is done,
     and only rank 0 logs, writes records and the report, and holds the output folder's lock."""
+    if resource_flags and not launcher:
+        raise UserError(f"--{', --'.join(resource_flags)}: these set what --launcher's jobs ask for; give --launcher "
+                        "local or slurm")
+    if launcher and (only or dry_run or emit_commands):
+        raise UserError("--launcher runs the whole plan as jobs: leave out --only, --dry-run and --emit")
+    flags = read_resources(resource_flags or {}, lambda key: f"--{key}")
     suite = load_suite(path)
+    resources = dataclasses.replace(suite.resources, **flags)
+    if launcher:
+        check_launcher(launcher, resources)
     runs = expand(suite, overrides)
     todo = [select(runs, only)] if only else runs
     out = out.resolve()
     uri, experiment = default_uri(out, runs[0].config.tracking.uri), experiment_of(suite, runs)
+    if launcher:
+        launch_sweep(suite, runs, out, overrides, uri, experiment, launcher, resources, progress)
+        return None
     if dry_run or emit_commands:
         done = look_up_finished(uri, experiment)
         print(describe(suite, runs, done) if dry_run else emit(suite, runs, done, out, overrides))
@@ -424,6 +462,39 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
             if only:  # taken before the store is opened: a second job on this key stops at once
                 locks.enter_context(hold_folder(out / "runs" / todo[0].folder))
         return run_plan(suite, path, todo, out, uri, experiment, progress, report=only is None)
+
+
+def launch_sweep(suite: Suite, runs: list[PlannedRun], out: Path, overrides: list[str], uri: str, experiment: str,
+                 launcher: str, resources: Resources, progress: Progress) -> None:
+    """Each unfinished run as a job (the command --emit prints) that waits for the job of the run it starts from,
+    then a job that waits for all of them and writes the report; nothing when every run finished."""
+    with hold_folder(out, shared=True):  # next to its `--only` jobs; never next to a sweep that runs the plan
+        # made here, once: jobs that start together would race on creating the store and the experiment
+        tracker = Tracker(uri, experiment, out / "mlartifacts")
+        finished = finished_keys(tracker)
+        jobs: dict[str, Job] = {}
+        for run in runs:
+            if run.key in finished:
+                tag_variants(tracker, finished[run.key], run)
+                continue
+            after = (jobs[run.init.key],) if run.init and run.init.key in jobs else ()  # a finished one: no wait
+            jobs[run.key] = Job(f"{suite.name}:{run.step.name}:{run.key[:10]}", run_command(suite, run, out, overrides),
+                                after)
+        if not jobs:
+            progress.say(f"suite {suite.name}: all {len(runs)} runs finished in the store; nothing to submit (the "
+                         f"report: {shlex.join(report_command(suite, runs, out))})")
+            return
+        progress.say(f"suite {suite.name}: {len(jobs)} of {len(runs)} runs to run, as {launcher} jobs; MLflow {uri}, "
+                     f"experiment {experiment}")
+        report = Job(f"{suite.name}:report", report_command(suite, runs, out), tuple(jobs.values()), uses_gpus=False)
+        launch(launcher, [*jobs.values(), report], resources, out / "jobs", progress.say)
+
+
+def tag_variants(tracker: Tracker, finished: dict[str, Any], run: PlannedRun) -> None:
+    """Add the run's variants to the `variant` tag of the finished run with its key: a new variant may share it,
+    and the report must know."""
+    old = finished["tags"].get("variant", "")
+    tracker.set_tags(finished["run_id"], {"variant": ",".join(sorted({*old.split(","), *run.variants} - {""}))})
 
 
 def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: str, experiment: str,
@@ -444,10 +515,8 @@ def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: s
     with sweep_run as parent:
         for i, run in enumerate(todo, 1):
             if run.key in finished:
-                if tracker:  # a new variant may share this run: the report must know
-                    old = finished[run.key]["tags"].get("variant", "")
-                    tracker.set_tags(finished[run.key]["run_id"],
-                                     {"variant": ",".join(sorted({*old.split(","), *run.variants} - {""}))})
+                if tracker:
+                    tag_variants(tracker, finished[run.key], run)
                 progress.say(f"[{i}/{len(todo)}] {run.label}: finished earlier, skipped")
                 continue
             cfg = with_init(run, out, set(finished))
@@ -459,7 +528,7 @@ def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: s
             finished[run.key] = {"tags": run.tags(suite)}
         if tracker is None or not report:
             return None
-        paths = write_report(tracker, out, f"clip4vla {suite.name}: reproduction report", suite.reference)
+        paths = write_report(tracker, out, report_title(suite), suite.reference)
         for written in paths.values():
             parent.log_artifact(written)
         for plot in sorted((out / "plots").glob("*.png")):

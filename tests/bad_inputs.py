@@ -69,6 +69,23 @@ BAD_PERF_ARGS: list[tuple[list[str], str]] = [
     (["scale", "--workers", "-1"], "--workers -1: expected 0 or more"),
     (["scale", "--dir", "/nonexistent/folder"], "--dir /nonexistent/folder: not a folder"),
 ]
+# --- launcher arguments: (argv after `clip4vla sweep SUITE --out DIR`, fragment of the one-line error) ---------
+# (run without sbatch on PATH)
+BAD_LAUNCH_ARGS: list[tuple[list[str], str]] = [
+    (["--launcher", "pbs"], "unknown launcher 'pbs' (known: local, slurm)"),
+    (["--launcher", "slurmm"], "unknown launcher 'slurmm'; did you mean 'slurm'?"),
+    (["--launcher", "slurm", "--time", "1:00:00"], "sbatch not found: --launcher slurm submits to SLURM"),
+    (["--launcher", "local", "--time", "2h"], "--time: expected minutes (90), HH:MM:SS or D-HH:MM:SS, got '2h'"),
+    (["--launcher", "local", "--time", "1:30"], "--time: expected minutes (90), HH:MM:SS or D-HH:MM:SS"),  # ambiguous
+    (["--launcher", "local", "--time", "1:75:00"], "--time: expected minutes (90), HH:MM:SS or D-HH:MM:SS"),
+    (["--launcher", "local", "--time", "0"], "--time: the time limit must be at least one minute"),
+    (["--launcher", "local", "--gpus", "two"], "--gpus: expected a whole number >= 0 per job, got 'two'"),
+    (["--launcher", "local", "--cpus", "0"], "--cpus: expected a whole number >= 1 per job"),
+    (["--launcher", "slurm", "--partition", "a b"], "--partition: expected a SLURM partition name"),
+    (["--gpus", "2"], "--gpus: these set what --launcher's jobs ask for"),
+    (["--launcher", "local", "--only", "abc"], "leave out --only, --dry-run and --emit"),
+    (["--launcher", "local", "--emit"], "leave out --only, --dry-run and --emit"),
+]
 
 
 def _float_wav(samples: np.ndarray, rate: int = 16_000) -> Callable[[Path], None]:

@@ -99,6 +99,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _reproduce(args, ("evaluate",), [f"task={args.task}", *init])
 
 
+def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    """Convert the authors' pytorch_model.bin into a checkpoint `evaluate --checkpoint` takes; print the line."""
+    from benchmark.original_checkpoint import import_checkpoint
+
+    print(import_checkpoint(Path(args.path), Path(args.out), args.overrides).summary())
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune TASK (from model.init, e.g. a pre-training checkpoint) with model selection, then evaluate."""
     return _reproduce(args, ("finetune",), [f"task={args.task}"])
@@ -241,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data")
         p.set_defaults(func=func)
+
+    p = verbs.add_parser("import-checkpoint", help="convert the authors' CLIP4VLA pytorch_model.bin (retrieval, "
+                         "pre-training or captioning) into a checkpoint for evaluate --checkpoint / model.init")
+    p.add_argument("path", help="the authors' pytorch_model.bin")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. model.clip_name=ViT-B-32-quickgelu")
+    p.set_defaults(func=cmd_import_checkpoint)
 
     p = verbs.add_parser("sweep", help="run a suite (configs/paper.yaml, ablations.yaml): every step x variant x "
                          "seed, skipping runs already finished in the tracking store; then the comparison report")

@@ -126,6 +126,22 @@ UNSAFE_CHECKPOINTS: dict[str, Callable[[Path], None]] = {
                                                               _use_new_zipfile_serialization=False),
 }
 
+# the authors' pytorch_model.bin (tiny, retrieval layout), edited in place before `import-checkpoint` reads it:
+# name -> (edit, fragments of the one-line error)
+BAD_ORIGINAL_STATE_DICTS: dict[str, tuple[Callable[[dict], object], tuple[str, ...]]] = {
+    "unknown_key": (lambda s: s.update({"audio.visual.bg_embedding": torch.zeros(64)}),  # --with_bg_token
+                    ("keys the CLIP4VLA key map does not know (1): audio.visual.bg_embedding",)),
+    "missing_keys": (lambda s: [s.pop(k) for k in ("clip.ln_final.bias", "audio.visual.proj")],
+                     ("lacks keys of the retrieval model of tiny-clip4vla (2)",
+                      "audio.visual.proj, clip.ln_final.bias")),
+    "wrong_shape": (lambda s: s.update({"clip.text_projection": torch.zeros(3, 3)}),
+                    ("other shapes", "clip.text_projection [3, 3] (model [64, 64])")),
+    "not_a_tensor": (lambda s: s.update({"epoch": 3}), ("not a CLIP4VLA state dict of tensors: epoch (int)",)),
+    "untied_lm_decoder": (lambda s: s.update({"cls.predictions.decoder.weight": torch.zeros(49411, 64)}),
+                          ("cls.predictions.decoder.weight differs from clip.token_embedding.weight",)),
+    "a_suite_checkpoint": (lambda s: s.update({"model": dict(s)}), ("model (dict)",)),
+}
+
 
 # --- annotations and clip ids --------------------------------------------------------------------------------
 # Each case breaks files of a generated dataset folder (media left out); loading the split must raise a one-line

@@ -55,11 +55,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_writers():
+    """The reports the runs write (reports/): composed here, so that reports/ reads what benchmark/ records and
+    benchmark/ never imports reports/ (issue 14 item 3)."""
+    from benchmark.pipeline import Reports
+    from reports.collect import write_report
+    from reports.run_report import write_run_report
+
+    return Reports(run=write_run_report, suite=write_report)
+
+
 def cmd_smoke(args: argparse.Namespace) -> int:
     """Generated data + tiny model + MLflow store + report: the whole path in a few minutes on a CPU."""
     from benchmark.smoke import run_smoke
 
-    run_smoke(Path(args.out) if args.out else None, args.overrides, seed=args.seed)
+    run_smoke(Path(args.out) if args.out else None, args.overrides, report_writers(), seed=args.seed)
     return 0
 
 
@@ -79,7 +89,7 @@ def _reproduce(args: argparse.Namespace, stages: tuple[str, ...], extra: list[st
     # torchrun: rank 0 holds the folder for its whole group
     with hold_folder(out) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
         reproduce(cfg, out, config.stem if config else "-".join(stages), Progress(), stages,
-                  getattr(args, "resume", False))
+                  getattr(args, "resume", False), reports=report_writers())
     return 0
 
 
@@ -120,7 +130,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     flags = {key: getattr(args, key) for key in RESOURCE_KEYS if getattr(args, key) is not None}
     run_sweep(Path(args.config), Path(args.out), args.overrides, Progress(), args.only, args.dry_run, args.emit,
-              args.launcher, flags)
+              args.launcher, flags, reports=report_writers())
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,6 @@ from benchmark.registry import load_tasks
 from benchmark.task_kinds import Scoring, TaskKind, kind_of
 from benchmark.tracking import NullRun, RunLedger, TrackedRun, Tracker, default_uri
 from benchmark.train import checkpoint_dir, train
-from reports.run_report import write_run_report
 
 log = logging.getLogger("clip4vla")
 
@@ -69,6 +68,17 @@ class Prepared:
     split: PreparedSplit
     split_name: str
     tokens: CaptionTokens
+
+
+@dataclass(frozen=True)
+class Reports:
+    """How run records become reports, handed in by what composes this library with reports/ (the CLI,
+    `cli.report_writers`): the pipeline and the sweep never import reports/, which reads their records and the
+    tracking store (issue 14 item 3). `run(records, path, title)` writes one run's report.md;
+    `suite(tracker, out, title, reference)` a sweep's comparison report, returning its files by format."""
+
+    run: Callable[[list[RunRecord], Path, str], Path]
+    suite: Callable[[Tracker, Path, str, str | None], dict[str, Path]]
 
 
 def joined(values) -> str:
@@ -406,9 +416,11 @@ class Reproduction:
 
 def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
               stages: tuple[str, ...] = ("pretrain", "finetune"), resume: bool = False, tracker: Tracker | None = None,
-              parent: TrackedRun | None = None, tags: dict[str, object] | None = None) -> Path | None:
-    """Run `stages` under one MLflow run called `name` (nested under `parent` when a sweep runs it), write
-    out/report.md and return its path. Without a tracker, opens the configured store (rank 0 only)."""
+              parent: TrackedRun | None = None, tags: dict[str, object] | None = None,
+              reports: Reports | None = None) -> Path | None:
+    """Run `stages` under one MLflow run called `name` (nested under `parent` when a sweep runs it); with
+    `reports`, write out/report.md and return its path. Without a tracker, opens the configured store (rank 0
+    only)."""
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only rank 0 tracks and reports
         Reproduction(cfg, out, None, None, progress, resume, tags).run(stages)
         return None
@@ -425,10 +437,12 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
         run.log_artifact(config)
         run.log_params(flatten(to_dict(cfg)))
         records = Reproduction(cfg, out, tracker, run, progress, resume, tags).run(stages)
-        report = write_run_report(records, out / "report.md", f"clip4vla {name} report")
-        run.log_artifact(report)
+        report = reports.run(records, out / "report.md", f"clip4vla {name} report") if reports else None
+        if report:
+            run.log_artifact(report)
     if own_tracker:
-        progress.say(f"report: {report}")
+        if report:
+            progress.say(f"report: {report}")
         say_where(tracker, out, progress)
     return report
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.output_lock import LOCK_NAME, hold_folder
-from benchmark.pipeline import Progress
+from benchmark.pipeline import Progress, Reports
 from benchmark.registry import load_tasks
 from benchmark.sweep import expand, load_suite, run_sweep
 from benchmark.synthetic import synthesize
@@ -40,8 +40,9 @@ def prepare_output(out: Path) -> None:
     (out / MARKER).write_text("made by clip4vla smoke; rerunning smoke with this --out replaces the folder\n")
 
 
-def run_smoke(out: Path | None, overrides: list[str], seed: int = 0) -> Path:
-    """Run the smoke suite into `out` (default: a new clip4vla-smoke-<time> folder here); returns report.md."""
+def run_smoke(out: Path | None, overrides: list[str], reports: Reports, seed: int = 0) -> Path:
+    """Run the smoke suite into `out` (default: a new clip4vla-smoke-<time> folder here), writing its reports with
+    `reports`; returns report.md."""
     progress = Progress()
     out = Path(out or Path.cwd() / time.strftime("clip4vla-smoke-%Y%m%d-%H%M%S")).resolve()
     overrides = [f"data.root={out / 'data'}", *overrides]
@@ -55,4 +56,4 @@ def run_smoke(out: Path | None, overrides: list[str], seed: int = 0) -> Path:
             used = {tasks.get(name).spec.data_dir for run in runs
                     for name in [run.config.task, *run.config.pretrain_corpus] if name is not None}
             synthesize(out / "data", seed=seed, only=used)
-        return run_sweep(SUITE, out, overrides, progress)
+        return run_sweep(SUITE, out, overrides, progress, reports=reports)

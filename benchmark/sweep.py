@@ -39,7 +39,7 @@ from benchmark import distributed
 from benchmark.config import RunConfig, TrackingConfig, flatten, load_config, merge, read_yaml, to_dict
 from benchmark.errors import UserError
 from benchmark.launchers import RESOURCE_KEYS, Job, Resources, check_launcher, launch, read_resources
-from benchmark.pipeline import Progress, check_tasks, reproduce, resolve_device, say_where
+from benchmark.pipeline import Progress, Reports, check_tasks, reproduce, resolve_device, say_where
 from benchmark.records import fingerprint
 from benchmark.registry import closest, load_tasks
 from benchmark.output_lock import hold_folder
@@ -426,7 +426,7 @@ def look_up_finished(uri: str, experiment: str) -> set[str]:
 
 def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, only: str | None = None,
               dry_run: bool = False, emit_commands: bool = False, launcher: str | None = None,
-              resource_flags: dict[str, str] | None = None) -> Path | None:
+              resource_flags: dict[str, str] | None = None, reports: Reports | None = None) -> Path | None:
     """Run the suite's plan into `out` (skipping runs the store holds as finished), then write the comparison
     report there. --dry-run prints the plan; --emit prints one command per unfinished run; --only runs one run
     and leaves the report to `clip4vla report` (parallel jobs would race on it); --launcher runs each unfinished
@@ -461,7 +461,7 @@ def run_sweep(path: Path, out: Path, overrides: list[str], progress: Progress, o
             locks.enter_context(hold_folder(out, shared=only is not None))
             if only:  # taken before the store is opened: a second job on this key stops at once
                 locks.enter_context(hold_folder(out / "runs" / todo[0].folder))
-        return run_plan(suite, path, todo, out, uri, experiment, progress, report=only is None)
+        return run_plan(suite, path, todo, out, uri, experiment, progress, report=only is None, reports=reports)
 
 
 def launch_sweep(suite: Suite, runs: list[PlannedRun], out: Path, overrides: list[str], uri: str, experiment: str,
@@ -498,10 +498,9 @@ def tag_variants(tracker: Tracker, finished: dict[str, Any], run: PlannedRun) ->
 
 
 def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: str, experiment: str,
-             progress: Progress, report: bool) -> Path | None:
-    """The body of `run_sweep`, with the output folder held: each unfinished run, then the report."""
-    from reports.collect import write_report
-
+             progress: Progress, report: bool, reports: Reports | None) -> Path | None:
+    """The body of `run_sweep`, with the output folder held: each unfinished run (with its report.md, given
+    `reports`), then, when `report` and given `reports`, the comparison report."""
     tracker = None
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -524,11 +523,11 @@ def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: s
             with progress.stage(f"[{i}/{len(todo)}] {run.label} (key {run.key[:10]})"), \
                     hold_folder(folder) if tracker else nullcontext():
                 reproduce(cfg, folder, run.label, progress, (run.step.stage,), resume=True, tracker=tracker,
-                          parent=parent, tags=run.tags(suite))
+                          parent=parent, tags=run.tags(suite), reports=reports)
             finished[run.key] = {"tags": run.tags(suite)}
-        if tracker is None or not report:
+        if tracker is None or not report or reports is None:
             return None
-        paths = write_report(tracker, out, report_title(suite), suite.reference)
+        paths = reports.suite(tracker, out, report_title(suite), suite.reference)
         for written in paths.values():
             parent.log_artifact(written)
         for plot in sorted((out / "plots").glob("*.png")):

@@ -88,3 +88,26 @@ def test_sweep_bad_suite_and_bad_override_are_one_line_errors(tmp_path, capsys):
     assert "config file not found" in one_line_stderr(capsys)
     assert main(["sweep", str(path("smoke.yaml")), "--out", str(tmp_path), "--dry-run", "pretrain.lrr=1"]) == 2
     assert "unknown config key 'pretrain.lrr'" in one_line_stderr(capsys)
+
+
+def test_only_the_cli_composes_the_library_with_its_reports():
+    """One direction of imports (issue 14 item 3): reports/ reads records and the tracking store and imports
+    nothing that imports it back; in benchmark/ only the CLI imports reports/, and hands the writers on."""
+    import ast
+    from pathlib import Path
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        return names
+
+    repo = Path(__file__).parents[1]
+    importers = sorted(p.name for p in (repo / "benchmark").rglob("*.py")
+                       if any(n.split(".")[0] == "reports" for n in imported(p)))
+    assert importers == ["cli.py"]
+    from_reports = {n for p in (repo / "reports").rglob("*.py") for n in imported(p) if n.startswith("benchmark")}
+    assert not from_reports & {"benchmark.cli", "benchmark.pipeline", "benchmark.sweep", "benchmark.smoke"}

@@ -148,12 +148,13 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
     from benchmark import pipeline
     from benchmark.losses import RetrievalLoss
     from benchmark.pipeline import Progress
+    from benchmark.cli import report_writers
     from benchmark.sweep import run_sweep
 
     root, _ = generated
     suite = write(tmp_path, RESUME_SUITE)
     overrides = [f"data.root={root}"]
-    run_sweep(suite, tmp_path / "straight", overrides, Progress())
+    run_sweep(suite, tmp_path / "straight", overrides, Progress(), reports=report_writers())
 
     real_train = pipeline.train
 
@@ -167,13 +168,13 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
 
     monkeypatch.setattr(pipeline, "train", crash_at_step_3)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_sweep(suite, tmp_path / "crashed", overrides, Progress())
+        run_sweep(suite, tmp_path / "crashed", overrides, Progress(), reports=report_writers())
     _, runs, final = _final_metrics(tmp_path / "crashed")
     plan = {r["tags"]["sweep.step"]: r["status"] for r in runs if r["tags"].get("role") == "plan-run"}
     assert plan == {"pre": "FINISHED", "ft": "FAILED"} and not final
 
     monkeypatch.setattr(pipeline, "train", real_train)
-    run_sweep(suite, tmp_path / "crashed", overrides, Progress())
+    run_sweep(suite, tmp_path / "crashed", overrides, Progress(), reports=report_writers())
     tracker, runs, final = _final_metrics(tmp_path / "crashed")
     assert sum(r["name"] == "pretrain" for r in runs) == 1  # finished before the crash: not run again
     # the resumed runs continue the crashed ones in MLflow: one run each, none left FAILED, a whole curve
@@ -189,7 +190,7 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
     assert metrics == {k: v for k, v in straight[0]["metrics"].items() if "/" in k}  # resumed == uninterrupted
 
     count = len(runs)
-    run_sweep(suite, tmp_path / "crashed", overrides, Progress())
+    run_sweep(suite, tmp_path / "crashed", overrides, Progress(), reports=report_writers())
     _, runs, _ = _final_metrics(tmp_path / "crashed")
     assert len(runs) == count + 1  # only the new invocation's "sweep resume" run: both runs were skipped
     assert (tmp_path / "crashed" / "report.md").is_file()

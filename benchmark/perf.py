@@ -227,14 +227,14 @@ def perf_metrics(resamples: int = 1000) -> list[dict]:
     captions): one similarity matrix in both directions (matrix product, ranks, R@K/MdR/MnR, top-10), the same
     with `resamples` bootstrap resamples per direction, and all six directions (three matrices)."""
     from benchmark.evaluate import DIRECTIONS, Encoded, score_directions
-    from benchmark.metrics import bootstrap_ci, rank_metrics
+    from benchmark.metrics import bootstrap_ci, query_clips, rank_metrics
 
     def timed(enc: Encoded, directions: tuple[str, ...], boot: int) -> float:
         start = time.perf_counter()
         for d, sc in score_directions(enc, directions, "average").items():
             rank_metrics(sc.ranks, d)
             if boot:
-                bootstrap_ci(sc.ranks, d, boot)
+                bootstrap_ci(sc.ranks, d, boot, clips=query_clips(d, enc.caption_clip))
         return time.perf_counter() - start
 
     from benchmark.registry import load_tasks

@@ -24,7 +24,7 @@ from benchmark.config import RunConfig
 from benchmark.data import ClipTensors, loader_workers
 from benchmark.evaluate import Scored, encode, generate_captions, score_directions
 from benchmark.losses import CaptionLoss, RetrievalLoss
-from benchmark.metrics import bootstrap_ci, caption_scores, rank_metrics
+from benchmark.metrics import bootstrap_ci, caption_scores, query_clips, rank_metrics
 from benchmark.model.decoder import caption_token_length
 from benchmark.registry import Registry
 
@@ -119,13 +119,15 @@ class Retrieval(TaskKind):
         scored = self.directions_scored(run, model, data)
         metrics = {k: v for d, sc in scored.items() for k, v in rank_metrics(sc.ranks, d).items()}
         intervals, resamples = {}, run.cfg.eval.bootstrap
-        if resamples:
+        if resamples:  # clips resampled with all their captions, in every direction
+            caption_clip = torch.tensor([clip for clip, _ in data.split.captions])
             for d, sc in scored.items():
-                intervals.update(bootstrap_ci(sc.ranks, d, resamples, run.cfg.seed))
+                intervals.update(bootstrap_ci(sc.ranks, d, resamples, run.cfg.seed,
+                                              clips=query_clips(d, caption_clip)))
         metrics.update({f"ci95/{k}/{end}": v for k, (low, high) in intervals.items()
                         for end, v in (("low", low), ("high", high))})
         artifact = write_query_records(scored, data, folder / "queries.csv") if run.rank == 0 else folder
-        return metrics, {"ci95": intervals, "bootstrap_resamples": resamples}, artifact
+        return metrics, {"ci95": intervals, "bootstrap_resamples": resamples, "bootstrap_unit": "clip"}, artifact
 
     def selection_score(self, run: Scoring, model: nn.Module, data: Any, folder: Path, main: str) -> float:
         direction = main.split("/")[0]  # only the main score's direction is ranked; no intervals, no records

@@ -109,3 +109,36 @@ def test_a_tied_first_place_is_not_an_r1_hit():
     assert metrics["t2v/R1"] == pytest.approx(200 / 3) and metrics["t2v/R5"] == 100.0
     assert rank_metrics(text_to_clip_ranks(sim, gt, "optimistic"), "t2v")["t2v/R1"] == 100.0
     assert rank_metrics(text_to_clip_ranks(sim, gt, "pessimistic"), "t2v")["t2v/R1"] == pytest.approx(200 / 3)
+
+
+def test_the_bootstrap_resamples_clips_with_all_their_captions():
+    """A clip's captions are not independent draws (issue 15): 10 captions that all rank like their clip give the
+    interval of the clips alone, which resampling the captions as if independent makes about 3x too narrow."""
+    from benchmark.metrics import bootstrap_ci
+
+    g = torch.Generator().manual_seed(3)
+    per_clip = torch.where(torch.rand(300, generator=g) < 0.3, 0.0, 7.0).double()
+    captions, clip_of = per_clip.repeat_interleave(10), torch.arange(300).repeat_interleave(10)
+    clustered = bootstrap_ci(captions, "t2v", 300, seed=1, clips=clip_of)
+    alone = bootstrap_ci(per_clip, "t2v", 300, seed=1)
+    assert clustered.keys() == alone.keys()
+    assert all(torch.allclose(torch.tensor(clustered[k]), torch.tensor(alone[k])) for k in alone)
+    low, high = clustered["t2v/R1"]
+    naive_low, naive_high = bootstrap_ci(captions, "t2v", 300, seed=1)["t2v/R1"]
+    assert (high - low) > 2.5 * (naive_high - naive_low)
+
+
+def test_the_weighted_bootstrap_equals_resampled_queries_laid_end_to_end():
+    """Weights by draw count give the metrics of the resampled queries themselves, uneven clips included."""
+    from benchmark.metrics import _recalls_and_ranks, _weighted_recalls_and_ranks
+
+    g = torch.Generator().manual_seed(4)
+    clip_of = torch.tensor([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4])
+    ranks = torch.tensor([0, 3, 0.5, 12, 1, 0, 7, 2, 9, 0, 4], dtype=torch.float64)
+    draws = torch.randint(0, 5, (50, 5), generator=g)
+    times = torch.zeros(50, 5, dtype=torch.float64).scatter_add_(1, draws, torch.ones(50, 5, dtype=torch.float64))
+    weighted = _weighted_recalls_and_ranks(ranks, times, clip_of, chunk=7)
+    for r in range(50):
+        laid_out = torch.cat([ranks[clip_of == c] for c in draws[r].tolist()])
+        direct = _recalls_and_ranks(laid_out)
+        assert all(abs(float(weighted[k][r]) - float(direct[k])) < 1e-9 for k in direct), r

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 from benchmark.errors import UserError
+from benchmark.registry import closest
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -134,12 +136,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def margins(given: list[str]) -> dict[str, float]:
+    """--margin METRIC=VALUE, checked: a metric the report shows, a finite value >= 0."""
+    from reports.tables import DEFAULT_MARGINS
+
+    out = {}
+    for item in given:
+        metric, _, value = item.partition("=")
+        if metric not in DEFAULT_MARGINS:
+            raise UserError(f"--margin {item}: unknown metric '{metric}'{closest(metric, list(DEFAULT_MARGINS))} "
+                            f"(metrics: {', '.join(DEFAULT_MARGINS)})")
+        try:
+            out[metric] = float(value)
+        except ValueError:
+            out[metric] = math.nan
+        if not math.isfinite(out[metric]) or out[metric] < 0:
+            raise UserError(f"--margin {item}: expected METRIC=VALUE with a finite VALUE >= 0")
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """The comparison report (md, html, tex, plots) of one experiment of a tracking store."""
     from benchmark.output_lock import hold_folder
     from benchmark.tracking import Tracker, default_uri
     from reports.collect import write_report
 
+    chosen = margins(args.margin)
     out = Path(args.out).resolve()
     uri = default_uri(out, args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
@@ -148,7 +170,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     tracker = Tracker(uri, args.experiment or only_experiment(uri), create=False)
     with hold_folder(out, shared=True):  # next to `sweep --only` jobs, which leave the report to this verb
         paths = write_report(tracker, out, args.title or f"clip4vla report: {args.experiment or 'runs'}",
-                             args.reference, Path(args.baselines) if args.baselines else None)
+                             args.reference, Path(args.baselines) if args.baselines else None, chosen)
     print("\n".join(str(p) for p in paths.values()))
     return 0
 
@@ -293,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="full", help="variant the ablation deltas are taken against")
     p.add_argument("--title", help="report title")
     p.add_argument("--baselines", help="published numbers CSV (default: the shipped baselines/published.csv)")
+    p.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
+                   help="equivalence margin of a verdict, e.g. CIDEr=3 (repeatable; defaults: R@K and caption "
+                        "metrics 1, CIDEr 2, MdR 1, MnR 2, printed under each table)")
     p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("perf", help="benchmarks: 'model' = fwd+bwd time per sample and peak memory (CPU); "

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from benchmark.metrics import CAPTION_METRICS
 from benchmark.registry import closest, load_tasks
 from benchmark.tracking import Tracker
 from reports.render import write_comparison_report
+from reports.tables import DEFAULT_MARGINS
 
 log = logging.getLogger("clip4vla")
 FINAL_LABELS = ("finetuned", "evaluated")  # "initial" and "pretrained" are the learning signal, not the result
@@ -105,7 +107,7 @@ def main_scores(tasks: list[str]) -> dict[str, str]:
 
 
 def write_report(tracker: Tracker, out: Path, title: str, reference_variant: str = "full",
-                 published: Path | None = None) -> dict[str, Path]:
+                 published: Path | None = None, margins: Mapping[str, float] | None = None) -> dict[str, Path]:
     """report.md, report.html and tables.tex (+ plots/) in `out` from the tracker's experiment, against the
     shipped baselines or a `published` CSV of the same columns (e.g. a copy with the paper's numbers filled in)."""
     results, curves = collect(tracker)
@@ -119,4 +121,5 @@ def write_report(tracker: Tracker, out: Path, title: str, reference_variant: str
                             f"{closest(reference_variant, variants)} (variants: {', '.join(variants)})")
         reference_variant = variants[0]  # runs made outside a suite: their one variant is the reference
     scores = main_scores(sorted(set(results["task"])))
-    return write_comparison_report(results, curves, baselines.load(published), out, title, scores, reference_variant)
+    return write_comparison_report(results, curves, baselines.load(published), out, title, scores, reference_variant,
+                                   {**DEFAULT_MARGINS, **(margins or {})})

@@ -19,7 +19,8 @@ from reports.plots import plot_ablation, plot_training_curves
 from reports.tables import (
     ABLATION_VERDICTS,
     CONTEXT_SEPARATOR,
-    VERDICTS_VS_PAPER,
+    DEFAULT_MARGINS,
+    VERDICTS_VS_REFERENCE,
     Table,
     ablation_table,
     paired_ablation,
@@ -50,8 +51,10 @@ STATISTICS = (
     "Ours: mean over seeds with a 95% interval. With two or more seeds the Student-t interval over seeds, printed "
     "as mean ± half-width; with one seed that run's test-set bootstrap interval, printed as mean [low, high], or "
     "no interval. Runs under different protocol fingerprints are never averaged together. "
-    "Δ vs paper = ours mean − paper value. Published numbers carry their confidence: E exact from the primary "
-    "source, S exact from a secondary source, R recalled and unverified; pending = not transcribed yet. "
+    "Reference: the paper's number on our split when transcribed, else the authors' released log's (CLIP4VLA "
+    "(official log)), never a number on another split; under each table, whose it is. "
+    "Δ vs reference = ours mean − reference value. Published numbers carry their confidence: E exact from the "
+    "primary source, S exact from a secondary source, R recalled and unverified; pending = not transcribed yet. "
     "Lower is better for MdR and MnR, higher for everything else."
 )
 
@@ -64,12 +67,14 @@ def write_comparison_report(
     title: str,
     main_scores: Mapping[str, str],
     reference_variant: str = "full",
+    margins: Mapping[str, float] = DEFAULT_MARGINS,
 ) -> dict[str, Path]:
     """Write report.md, report.html, tables.tex and plots/*.png into out_dir; returns {"md", "html", "tex"}."""
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    blocks = [Heading(1, title), Paragraph(STATISTICS), Paragraph(_vocabulary("Verdicts vs paper", VERDICTS_VS_PAPER))]
-    blocks += _task_sections(results, baselines, main_scores, reference_variant)
+    blocks = [Heading(1, title), Paragraph(STATISTICS),
+              Paragraph(_vocabulary("Verdicts vs reference", VERDICTS_VS_REFERENCE))]
+    blocks += _task_sections(results, baselines, main_scores, reference_variant, margins)
     blocks += _ablation_section(results, baselines, main_scores, reference_variant, out_dir)
     blocks += _curve_section(curves, out_dir)
 
@@ -85,7 +90,8 @@ def _vocabulary(name: str, meanings: Mapping[str, str]) -> str:
 
 
 def _task_sections(
-    results: pd.DataFrame, baselines: pd.DataFrame, main_scores: Mapping[str, str], reference_variant: str
+    results: pd.DataFrame, baselines: pd.DataFrame, main_scores: Mapping[str, str], reference_variant: str,
+    margins: Mapping[str, float],
 ) -> list[Block]:
     """A section per task in main_scores order; tasks we ran without a main score come last, said so."""
     unscored = sorted(set(results["task"]) - set(main_scores))
@@ -94,7 +100,7 @@ def _task_sections(
         blocks.append(Heading(2, task))
         score = main_scores.get(task)
         blocks.append(Paragraph(f"Main score: {score}." if score else "No main score given: not in the ablations."))
-        tables = task_tables(results, baselines, task, reference_variant)
+        tables = task_tables(results, baselines, task, reference_variant, margins)
         blocks += tables or [Paragraph(f"No results of ours ({reference_variant}) for this task.")]
     return blocks
 

@@ -7,8 +7,11 @@ All statistics of the comparison report live in this module:
   deviation (ddof=1); ci_kind "seeds". n == 1: that run's own test-set bootstrap interval (ci_low, ci_high)
   when present, ci_kind "test-set bootstrap"; otherwise no interval, ci_kind "none". Rows of different
   protocol fingerprints are never averaged together.
-* Δ vs paper = ours mean − paper value.
-* Verdict vs paper: see VERDICTS_VS_PAPER.
+* The reference of a cell: the paper's number on our split when it is transcribed, else the authors' own released
+  log's (`CLIP4VLA (official log)`), never a number on another split; the table says which.
+* Δ vs reference = ours mean − reference value.
+* Verdict vs reference: an equivalence test with a margin per metric (DEFAULT_MARGINS, configurable): see
+  VERDICTS_VS_REFERENCE.
 * Ablation, per (task, variant, main score): seeds present in both the variant and the reference variant are
   paired, Δ_i = variant_i − reference_i; mean Δ with the Student-t interval over the paired deltas (n >= 2).
   Verdicts: see ABLATION_VERDICTS.
@@ -28,6 +31,12 @@ import pandas as pd
 from scipy import stats
 
 PAPER_METHOD = "CLIP4VLA (paper)"
+OFFICIAL_LOG_METHOD = "CLIP4VLA (official log)"  # the authors' released logs (baselines.md §0)
+REFERENCE_METHODS = (PAPER_METHOD, OFFICIAL_LOG_METHOD)  # in the order a cell's reference is taken
+# How far our interval may reach from the reference and still reproduce it (in the metric's units: points of
+# R@K and of caption metrics, ranks of MdR/MnR); `clip4vla report --margin METRIC=VALUE` changes one.
+DEFAULT_MARGINS = {"R1": 1.0, "R5": 1.0, "R10": 1.0, "MdR": 1.0, "MnR": 2.0, "Bleu_1": 1.0, "Bleu_2": 1.0,
+                   "Bleu_3": 1.0, "Bleu_4": 1.0, "METEOR": 1.0, "ROUGE_L": 1.0, "CIDEr": 2.0}
 LOWER_IS_BETTER = frozenset({"MdR", "MnR"})
 CAPTION_DIRECTION = "caption"
 METRIC_ORDER = ("R1", "R5", "R10", "MdR", "MnR", "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -36,13 +45,14 @@ SUMMARY_KEYS = ["task", "variant", "protocol_fingerprint", "direction", "metric"
 CONTEXT_SEPARATOR = "context (different protocol)"
 ABSENT = "—"  # a cell with nothing to show (no run of ours, or no published number for it)
 
-VERDICTS_VS_PAPER = {
-    "pending": "the paper's number is not transcribed yet",
-    "not in paper": "the paper reports no number for this direction and metric",
+VERDICTS_VS_REFERENCE = {
+    "pending": "the paper's number is not transcribed yet and no official log has one",
+    "no reference": "neither the paper nor an official log has a number for this direction and metric on our split",
     "no interval": "ours has a single run without a test-set bootstrap interval",
-    "reproduced": "the paper's number lies inside our 95% interval",
-    "above paper": "our whole 95% interval is better than the paper's number (lower, for MdR and MnR)",
-    "below paper": "our whole 95% interval is worse than the paper's number (higher, for MdR and MnR)",
+    "reproduced": "our whole 95% interval lies within ± the margin of the reference",
+    "above": "our whole 95% interval is better than the reference by more than the margin (lower, for MdR and MnR)",
+    "below": "our whole 95% interval is worse than the reference by more than the margin (higher, for MdR and MnR)",
+    "inconclusive": "our 95% interval reaches both inside and outside ± the margin of the reference",
 }
 ABLATION_VERDICTS = {
     "hurts": "the 95% interval of the paired Δ excludes 0 on the worse side",
@@ -67,6 +77,7 @@ class PublishedValue:
 
     value: float
     confidence: str  # E exact/primary, S exact/secondary, R recalled/unverified, or "pending"
+    method: str = PAPER_METHOD  # whose number it is
 
     @property
     def pending(self) -> bool:
@@ -141,18 +152,20 @@ def _require_one_run_per_seed(results: pd.DataFrame) -> None:
         )
 
 
-def verdict_vs_paper(ci_low: float, ci_high: float, paper: PublishedValue | None, metric: str) -> str:
-    """One of VERDICTS_VS_PAPER, from our 95% interval and the paper's number."""
-    if paper is None:
-        return "not in paper"
-    if paper.pending:
+def verdict_vs_reference(ci_low: float, ci_high: float, reference: PublishedValue | None, metric: str,
+                         margin: float) -> str:
+    """One of VERDICTS_VS_REFERENCE: an equivalence test of our 95% interval against reference ± margin."""
+    if reference is None:
+        return "no reference"
+    if reference.pending:
         return "pending"
     if math.isnan(ci_low) or math.isnan(ci_high):
         return "no interval"
-    if ci_low <= paper.value <= ci_high:
+    if reference.value - margin <= ci_low and ci_high <= reference.value + margin:
         return "reproduced"
-    ours_is_higher = ci_low > paper.value
-    return "above paper" if ours_is_higher == higher_is_better(metric) else "below paper"
+    if ci_low > reference.value + margin or ci_high < reference.value - margin:
+        return "above" if (ci_low > reference.value) == higher_is_better(metric) else "below"
+    return "inconclusive"
 
 
 def ablation_verdict(delta_low: float, delta_high: float, metric: str, n_pairs: int) -> str:
@@ -168,28 +181,42 @@ def ablation_verdict(delta_low: float, delta_high: float, metric: str, n_pairs: 
 # ------------------------------------------------------------------------------------------ published rows
 
 
-def paper_value(
-    baselines: pd.DataFrame, task: str, variant: str, direction: str, metric: str, splits: Iterable[str] = ()
+def published_value(
+    baselines: pd.DataFrame, method: str, task: str, variant: str, direction: str, metric: str, splits: Iterable[str]
 ) -> PublishedValue | None:
-    """The paper's number for one cell, or None when the paper has no row for it. When the paper has it on
-    several splits, the one on our split(s) is taken."""
+    """`method`'s number for one cell on one of our splits, or None when it has none there (a number on
+    another split is never taken: it measures other clips)."""
     rows = baselines[
-        (baselines["method"] == PAPER_METHOD)
+        (baselines["method"] == method)
         & (baselines["task"] == task)
         & (baselines["variant"].fillna("") == variant)
         & (baselines["direction"] == direction)
         & (baselines["metric"] == metric)
+        & baselines["split"].isin(list(splits))
     ]
-    on_our_split = rows[rows["split"].isin(list(splits))]
-    rows = on_our_split if not on_our_split.empty else rows
     if rows.empty:
         return None
     if len(rows) > 1:
         raise ValueError(
-            f"{len(rows)} paper rows for {task} {variant} {direction}/{metric} on splits "
+            f"{len(rows)} {method} rows for {task} {variant} {direction}/{metric} on splits "
             f"{_joined(rows['split'])}: keep one"
         )
-    return PublishedValue(float(rows["value"].iloc[0]), str(rows["confidence"].iloc[0]))
+    return PublishedValue(float(rows["value"].iloc[0]), str(rows["confidence"].iloc[0]), method)
+
+
+def paper_value(baselines: pd.DataFrame, task: str, variant: str, direction: str, metric: str,
+                splits: Iterable[str]) -> PublishedValue | None:
+    return published_value(baselines, PAPER_METHOD, task, variant, direction, metric, splits)
+
+
+def reference_value(baselines: pd.DataFrame, task: str, variant: str, direction: str, metric: str,
+                    splits: Iterable[str]) -> PublishedValue | None:
+    """The reference of one cell: the paper's number when transcribed, else the official log's, else the paper's
+    pending row (shown as pending), else None."""
+    splits = list(splits)
+    found = [published_value(baselines, m, task, variant, direction, metric, splits) for m in REFERENCE_METHODS]
+    filled = [v for v in found if v is not None and not v.pending]
+    return filled[0] if filled else found[0]
 
 
 def _baseline_rows(baselines: pd.DataFrame, task: str, direction: str) -> pd.DataFrame:
@@ -239,12 +266,12 @@ def format_published(value: PublishedValue | None) -> str:
     return "pending" if value.pending else f"{format_number(value.value)} ({value.confidence})"
 
 
-def _format_delta(ours_mean: float, paper: PublishedValue | None) -> str:
-    if paper is None:
+def _format_delta(ours_mean: float, reference: PublishedValue | None) -> str:
+    if reference is None:
         return ABSENT
-    if paper.pending:
+    if reference.pending:
         return "pending"
-    return format_signed(ours_mean - paper.value, _decimals(ours_mean))
+    return format_signed(ours_mean - reference.value, _decimals(ours_mean))
 
 
 def format_signed(value: float, decimals: int) -> str:
@@ -276,18 +303,20 @@ def _plural(n: int, word: str) -> str:
 
 
 def task_tables(
-    results: pd.DataFrame, baselines: pd.DataFrame, task: str, reference_variant: str = "full"
+    results: pd.DataFrame, baselines: pd.DataFrame, task: str, reference_variant: str = "full",
+    margins: Mapping[str, float] = DEFAULT_MARGINS,
 ) -> list[Table]:
     """One table per direction of ours (the reference variant) in this task, none without such runs: the
-    paper, ours with Δ and verdict, then published baselines of the same protocol and, after a separator, those
-    of other protocols."""
+    reference, ours with Δ and verdict, then published baselines of the same protocol and, after a separator,
+    those of other protocols."""
     reference = results[(results["task"] == task) & (results["variant"] == reference_variant)]
     directions = _ordered(reference["direction"], DIRECTION_ORDER)
-    return [_direction_table(reference, baselines, task, d, reference_variant) for d in directions]
+    return [_direction_table(reference, baselines, task, d, reference_variant, margins) for d in directions]
 
 
 def _direction_table(
-    reference: pd.DataFrame, baselines: pd.DataFrame, task: str, direction: str, reference_variant: str
+    reference: pd.DataFrame, baselines: pd.DataFrame, task: str, direction: str, reference_variant: str,
+    margins: Mapping[str, float],
 ) -> Table:
     ours = reference[reference["direction"] == direction]
     summary = summarize_seeds(ours)
@@ -298,17 +327,18 @@ def _direction_table(
         "metric",
     ]
     metrics = _ordered(set(summary["metric"]) | set(others["metric"]) | set(paper_metrics), METRIC_ORDER)
-    paper = {m: paper_value(baselines, task, reference_variant, direction, m, splits) for m in metrics}
+    cited = {m: reference_value(baselines, task, reference_variant, direction, m, splits) for m in metrics}
 
-    rows = [{"": PAPER_METHOD, **{m: format_published(paper[m]) for m in metrics}}]
+    rows = [{"": "reference", **{m: format_published(cited[m]) for m in metrics}}]
     fingerprints = list(dict.fromkeys(summary["protocol_fingerprint"]))
     for fingerprint in fingerprints:
         tag = f", {fingerprint}" if len(fingerprints) > 1 else ""
         runs = ours[ours["protocol_fingerprint"] == fingerprint]
         rows += _ours_rows(
             summary[summary["protocol_fingerprint"] == fingerprint],
-            paper,
+            cited,
             metrics,
+            margins,
             label=f"ours ({reference_variant}, {_plural(runs['seed'].nunique(), 'seed')}{tag})",
             tag=tag,
         )
@@ -318,7 +348,8 @@ def _direction_table(
         rows.append({"": CONTEXT_SEPARATOR, **dict.fromkeys(metrics, "")})
         rows += _published_rows(others[~same], metrics)
 
-    footer = [line for fingerprint in fingerprints for line in _footer_lines(ours, fingerprint)]
+    footer = [_reference_line(cited, splits), _margin_line(metrics, margins),
+              *(line for fingerprint in fingerprints for line in _footer_lines(ours, fingerprint))]
     if len(fingerprints) > 1:
         footer.insert(
             0,
@@ -329,20 +360,38 @@ def _direction_table(
     return Table(f"{task} — {direction}", pd.DataFrame(rows, columns=[""] + metrics), footer)
 
 
+def _reference_line(cited: Mapping[str, PublishedValue | None], splits: set[str]) -> str:
+    """Whose number each reference cell is, e.g. "reference on test_1k_a: CLIP4VLA (official log) for R1, R5;
+    CLIP4VLA (paper) (pending) for MdR"."""
+    by_method: dict[str, list[str]] = {}
+    for metric, value in cited.items():
+        if value is not None:
+            by_method.setdefault(f"{value.method}{' (pending)' * value.pending}", []).append(metric)
+    named = "; ".join(f"{method} for {', '.join(found)}" for method, found in by_method.items())
+    return f"reference on {_joined(splits)}: {named or 'none'}"
+
+
+def _margin_line(metrics: list[str], margins: Mapping[str, float]) -> str:
+    shown = ", ".join(f"{m} ±{format_number(margins[m])}" for m in metrics if m in margins)
+    return f"verdict margins (reproduced: our whole interval within ± the margin of the reference): {shown}"
+
+
 def _ours_rows(
-    summary: pd.DataFrame, paper: Mapping[str, PublishedValue | None], metrics: list[str], label: str, tag: str
+    summary: pd.DataFrame, cited: Mapping[str, PublishedValue | None], metrics: list[str],
+    margins: Mapping[str, float], label: str, tag: str,
 ) -> list[dict]:
-    """The estimate, Δ vs paper and verdict rows of one fingerprint of ours."""
+    """The estimate, Δ vs reference and verdict rows of one fingerprint of ours."""
     by_metric = summary.set_index("metric")
-    estimate, delta, verdict = {"": label}, {"": f"Δ vs paper{tag}"}, {"": f"verdict{tag}"}
+    estimate, delta, verdict = {"": label}, {"": f"Δ vs reference{tag}"}, {"": f"verdict{tag}"}
     for metric in metrics:
         if metric not in by_metric.index:
             estimate[metric] = delta[metric] = verdict[metric] = ABSENT
             continue
         row = by_metric.loc[metric]
         estimate[metric] = format_estimate(row["mean"], row["ci_low"], row["ci_high"], row["ci_kind"])
-        delta[metric] = _format_delta(row["mean"], paper[metric])
-        verdict[metric] = verdict_vs_paper(row["ci_low"], row["ci_high"], paper[metric], metric)
+        delta[metric] = _format_delta(row["mean"], cited[metric])
+        verdict[metric] = verdict_vs_reference(row["ci_low"], row["ci_high"], cited[metric], metric,
+                                               margins.get(metric, 0.0))
     return [estimate, delta, verdict]
 
 

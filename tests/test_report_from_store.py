@@ -75,9 +75,9 @@ def test_report_from_store_gives_known_means_intervals_deltas_and_verdicts(store
     t2va = report[report.index("### msrvtt_retrieval — t2va"):report.index("### msrvtt_retrieval — va2t")
                   if "### msrvtt_retrieval — va2t" in report else None]
     row = lambda name: next(line for line in t2va.splitlines() if line.startswith(f"| {name}"))  # noqa: E731
-    assert "43.0 (E)" in row("CLIP4VLA (paper)")
+    assert "43.0 (E)" in row("reference")
     assert "42.0 ± 5.0" in row("ours (full, 3 seeds)")  # t(0.975, 2) * 2 / sqrt(3) = 4.97
-    assert "-1.0" in row("Δ vs paper") and "reproduced" in row("verdict")
+    assert "-1.0" in row("Δ vs reference") and "inconclusive" in row("verdict")
     assert "fp0123456789" in t2va and "missing audio 32" in t2va
 
     ablations = report[report.index("## Ablations"):]
@@ -90,13 +90,14 @@ def test_report_from_store_gives_known_means_intervals_deltas_and_verdicts(store
     assert (out / "plots" / "ablation.png").is_file()
 
 
-def test_report_with_the_shipped_baselines_shows_the_paper_as_pending(store, tmp_path):
+def test_report_with_the_shipped_baselines_takes_the_official_log_where_the_paper_is_pending(store, tmp_path):
     out, _ = store
     assert main(["report", "--out", str(tmp_path), "--tracking-uri", f"sqlite:///{out}/mlruns.db"]) == 0
     report = (tmp_path / "report.md").read_text()
     t2va = report[report.index("### msrvtt_retrieval — t2va"):]
-    assert re.search(r"\| CLIP4VLA \(paper\)\s*\|\s*pending", t2va)
-    assert "(S)" in t2va or "(E)" in t2va  # published baselines with their confidence code
+    assert re.search(r"\| reference\s*\|\s*46\.2 \(E\)", t2va)  # the authors' log, epoch 3: R@1 46.2
+    assert "reference on test_1k_a: CLIP4VLA (official log) for R1, R5, R10, MdR" in t2va
+    assert "(S)" in t2va  # published baselines with their confidence code
 
 
 def test_report_errors_are_one_line(store, tmp_path, capsys):
@@ -105,6 +106,9 @@ def test_report_errors_are_one_line(store, tmp_path, capsys):
         (["--out", str(tmp_path)], "no tracking store"),
         (["--out", str(out), "--experiment", "clip4vla-fabricatd"], "did you mean 'clip4vla-fabricated'"),
         (["--out", str(out), "--reference", "fulll"], "did you mean 'full'"),
+        (["--out", str(out), "--margin", "CIDer=3"], "did you mean 'CIDEr'"),
+        (["--out", str(out), "--margin", "R1=-1"], "a finite VALUE >= 0"),
+        (["--out", str(out), "--margin", "R1=nan"], "a finite VALUE >= 0"),
         (["--out", str(tmp_path), "--tracking-uri", "bogus://x"], "cannot read the tracking store"),
     ):
         assert main(["report", *args]) == 2

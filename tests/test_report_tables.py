@@ -9,13 +9,14 @@ import pytest
 
 from reports.render import latex_escape, write_comparison_report
 from reports.tables import (
+    OFFICIAL_LOG_METHOD,
     PAPER_METHOD,
     PublishedValue,
     ablation_table,
     paired_ablation,
     summarize_seeds,
     task_tables,
-    verdict_vs_paper,
+    verdict_vs_reference,
 )
 
 T_975_2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
@@ -72,12 +73,13 @@ def published(
     metric="R1",
     confidence="E",
     comparability="same",
+    split="test",
 ):
     return {
         "method": method,
         "variant": variant,
         "dataset": "MSR-VTT",
-        "split": "test",
+        "split": split,
         "task": task,
         "direction": direction,
         "metric": metric,
@@ -110,21 +112,29 @@ def test_three_seeds_give_the_t_interval():
     assert row["ci_kind"] == "seeds"
 
 
-@pytest.mark.parametrize(("paper_number", "verdict"), [(43, "reproduced"), (50, "below paper"), (30, "above paper")])
-def test_verdict_against_the_paper(paper_number, verdict):
+@pytest.mark.parametrize(("reference", "verdict"), [(43, "inconclusive"), (50, "below"), (30, "above")])
+def test_a_wide_interval_reproduces_nothing(reference, verdict):
+    """42 ± 5.0 over three seeds: the paper's 43 lies inside it, yet the interval reaches 4 points past the 1-point
+    margin on both sides, so it is inconclusive, not reproduced (issue 15)."""
     row = only_row(summarize_seeds(ours([40, 42, 44])))
-    assert verdict_vs_paper(row["ci_low"], row["ci_high"], PublishedValue(paper_number, "E"), "R1") == verdict
+    assert verdict_vs_reference(row["ci_low"], row["ci_high"], PublishedValue(reference, "E"), "R1", 1.0) == verdict
 
 
-def test_lower_ranks_beyond_the_interval_are_above_paper():
+@pytest.mark.parametrize(("interval", "verdict"), [((42.5, 43.5), "reproduced"), ((42.5, 44.5), "inconclusive"),
+                                                     ((44.5, 45.0), "above"), ((40.0, 41.9), "below")])
+def test_reproduced_means_the_whole_interval_lies_within_the_margin(interval, verdict):
+    assert verdict_vs_reference(*interval, PublishedValue(43.0, "E"), "R1", 1.0) == verdict
+
+
+def test_lower_ranks_beyond_the_margin_are_above():
     row = only_row(summarize_seeds(ours([10, 11, 12], metric="MnR")))  # 11 ± 2.48
-    assert verdict_vs_paper(row["ci_low"], row["ci_high"], PublishedValue(20.0, "E"), "MnR") == "above paper"
-    assert verdict_vs_paper(row["ci_low"], row["ci_high"], PublishedValue(5.0, "E"), "MnR") == "below paper"
+    assert verdict_vs_reference(row["ci_low"], row["ci_high"], PublishedValue(20.0, "E"), "MnR", 2.0) == "above"
+    assert verdict_vs_reference(row["ci_low"], row["ci_high"], PublishedValue(5.0, "E"), "MnR", 2.0) == "below"
 
 
-def test_pending_and_missing_paper_numbers():
-    assert verdict_vs_paper(40.0, 44.0, PublishedValue(math.nan, "pending"), "R1") == "pending"
-    assert verdict_vs_paper(40.0, 44.0, None, "R1") == "not in paper"
+def test_pending_and_missing_references():
+    assert verdict_vs_reference(40.0, 44.0, PublishedValue(math.nan, "pending"), "R1", 1.0) == "pending"
+    assert verdict_vs_reference(40.0, 44.0, None, "R1", 1.0) == "no reference"
 
 
 def test_single_seed_uses_its_bootstrap_interval_or_none():
@@ -136,7 +146,8 @@ def test_single_seed_uses_its_bootstrap_interval_or_none():
     )
     without = only_row(summarize_seeds(ours([46.1])))
     assert without["ci_kind"] == "none"
-    assert verdict_vs_paper(without["ci_low"], without["ci_high"], PublishedValue(46.0, "E"), "R1") == "no interval"
+    assert verdict_vs_reference(without["ci_low"], without["ci_high"], PublishedValue(46.0, "E"), "R1",
+                                1.0) == "no interval"
 
 
 def test_two_runs_of_one_seed_are_refused():
@@ -168,22 +179,46 @@ def test_task_table_rows_cells_and_footer():
     rows = table_rows(t2va)
     assert list(t2va.frame.columns) == ["", "R1", "R5"]
     assert list(rows.index) == [
-        PAPER_METHOD,
+        "reference",
         "ours (full, 3 seeds)",
-        "Δ vs paper",
+        "Δ vs reference",
         "verdict",
         "CLIP4Clip",
         "context (different protocol)",
         "MMT",
     ]
-    assert rows.loc[PAPER_METHOD, "R1"] == "43.0 (E)" and rows.loc[PAPER_METHOD, "R5"] == "pending"
+    assert rows.loc["reference", "R1"] == "43.0 (E)" and rows.loc["reference", "R5"] == "pending"
     assert rows.loc["ours (full, 3 seeds)", "R1"] == "42.0 ± 5.0"
-    assert rows.loc["Δ vs paper", "R1"] == "-1.0" and rows.loc["Δ vs paper", "R5"] == "pending"
-    assert rows.loc["verdict", "R1"] == "reproduced" and rows.loc["verdict", "R5"] == "pending"
+    assert rows.loc["Δ vs reference", "R1"] == "-1.0" and rows.loc["Δ vs reference", "R5"] == "pending"
+    assert rows.loc["verdict", "R1"] == "inconclusive" and rows.loc["verdict", "R5"] == "pending"
+    assert f"reference on test: {PAPER_METHOD} for R1; {PAPER_METHOD} (pending) for R5" in t2va.footer
+    assert any(line.startswith("verdict margins") and "R1 ±1.0, R5 ±1.0" in line for line in t2va.footer)
     assert rows.loc["CLIP4Clip", "R1"] == "44.5 (S)" and rows.loc["MMT", "R1"] == "26.6 (R)"
     assert "test clips used 975 of 975; missing video 0, missing audio 12" in t2va.footer
     assert table_rows(t2v).loc["ours (full, 1 seed)", "R1"] == "46.1 [44.0, 48.2]"
-    assert table_rows(t2v).loc["verdict", "R1"] == "not in paper"
+    assert table_rows(t2v).loc["verdict", "R1"] == "no reference"
+
+
+def test_the_reference_is_the_paper_when_transcribed_else_the_official_log_never_another_split():
+    """issue 15: a paper row on another split is never compared; the official log stands in where the paper's
+    number is pending, and the table says whose number each cell is."""
+    results = pd.concat([ours([46.1], ci=(45.5, 46.6)), ours([73.0], metric="R5", ci=(72.8, 74.0)),
+                         ours([2.0], metric="MdR", ci=(2.0, 2.0))])
+    baselines = pd.DataFrame([
+        paper(44.0, split="test_1k_a_audio"),  # another split: never the reference
+        paper(math.nan, metric="R5", confidence="pending"),
+        published(OFFICIAL_LOG_METHOD, 46.2, variant="full"),
+        published(OFFICIAL_LOG_METHOD, 73.5, variant="full", metric="R5"),
+        paper(2.0, metric="MdR"),
+        published(OFFICIAL_LOG_METHOD, 3.0, variant="full", metric="MdR"),  # the paper's is filled: not used
+    ])
+    (table,) = task_tables(results, baselines, "msrvtt_retrieval")
+    rows = table_rows(table)
+    assert rows.loc["reference", "R1"] == "46.2 (E)" and rows.loc["Δ vs reference", "R1"] == "-0.1"
+    assert rows.loc["verdict", "R1"] == "reproduced"
+    assert rows.loc["reference", "R5"] == "73.5 (E)" and rows.loc["verdict", "R5"] == "reproduced"
+    assert rows.loc["reference", "MdR"] == "2.0 (E)" and rows.loc["verdict", "MdR"] == "reproduced"
+    assert f"reference on test: {OFFICIAL_LOG_METHOD} for R1, R5; {PAPER_METHOD} for MdR" in table.footer
 
 
 def test_two_fingerprints_are_separate_rows_and_flagged():

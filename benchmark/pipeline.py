@@ -390,7 +390,8 @@ class Reproduction:
         environment, counts); the rest of the tags (data manifest, precision, batch, variant, sweep) to extra."""
         stored = {"stage", "task", "task_version", "split", "protocol", "seed", "protocol_fingerprint",
                   *self.environment}
-        rest = {k: v for k, v in tags.items() if k not in stored and not k.startswith(("version.", "count."))}
+        rest = {k: v for k, v in tags.items()
+                if k not in stored and not k.startswith(("version.", "count.", "mlflow."))}
         return RunRecord(
             name=name, stage=tags["stage"], task=tags["task"], task_version=tags["task_version"], split=tags["split"],
             metrics=metrics, main_score=main_score, counts=counts, protocol=self.cfg.protocol,
@@ -410,6 +411,7 @@ class Reproduction:
             "config_fingerprint": fingerprint(to_dict(self.cfg)),
             "precision": precision, "global_batch": global_batch, "device": env["device"],
             "world_size": env["world_size"], "git_sha": env["git_sha"], "git_dirty": env["git_dirty"],
+            "mlflow.source.git.commit": env["git_sha"],  # the UI's "source" column
             **{f"version.{name}": v for name, v in env["packages"].items()}, **self.tags,
         }
 
@@ -429,7 +431,8 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
         with progress.stage("open the MLflow store"):
             tracker = Tracker(default_uri(out, cfg.tracking.uri), cfg.tracking.experiment, out / "mlartifacts")
     # role: this run stands for the whole invocation; a sweep counts a key as done only by such a run
-    run_tags = {"suite": name, "protocol": cfg.protocol, **(tags or {}), "role": "plan-run"}
+    run_tags = {"suite": name, "protocol": cfg.protocol, **(tags or {}), "role": "plan-run",
+                "mlflow.source.git.commit": git_state()["git_sha"]}
     with tracker.run(name, parent, run_tags, RunLedger(out), resume) as run:
         out.mkdir(parents=True, exist_ok=True)
         config = out / "config.yaml"  # the resolved config: `--config` of any verb reruns exactly this

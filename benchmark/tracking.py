@@ -22,6 +22,10 @@ from benchmark.registry import closest
 
 MAX_PARAM_LENGTH = 500  # long values (lists) are cut; the full config is logged as an artifact
 
+# The MLflow 3 UI opens an experiment on its GenAI overview (traces, empty here) unless the experiment says it is
+# model development: then on its runs, which chart and compare variants.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
 
 def default_uri(out_dir: Path, configured: str | None = None) -> str:
     """configured > $MLFLOW_TRACKING_URI > sqlite:///<out_dir>/mlruns.db."""
@@ -151,6 +155,8 @@ class Tracker:
                 found = self.client.get_experiment_by_name(experiment)
                 if found is not None:
                     self.experiment_id = found.experiment_id
+                    if create and EXPERIMENT_KIND not in found.tags:  # made before the kind was set
+                        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
                 elif not create:
                     names = experiment_names(uri)
                     raise UserError(f"no experiment '{experiment}' in {uri}{closest(experiment, names)} "
@@ -171,7 +177,8 @@ class Tracker:
     def _create_experiment(self, artifact_root: Path | None) -> str:
         location = Path(artifact_root).resolve().as_uri() if artifact_root else None
         try:
-            return self.client.create_experiment(self.experiment, artifact_location=location)
+            return self.client.create_experiment(self.experiment, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND: MODEL_TRAINING})
         except Exception:  # another machine created it between our lookup and now (a shared server)
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:

@@ -64,6 +64,8 @@ def test_smoke_writes_only_into_its_output_folder(smoke_output):
 def test_smoke_logs_nested_mlflow_runs_with_tags_and_metric_keys(smoke_output):
     from mlflow.tracking import MlflowClient
 
+    from benchmark.records import git_state
+
     out, _, _ = smoke_output
     client = MlflowClient(f"sqlite:///{out}/mlruns.db")
     experiment = client.get_experiment_by_name("clip4vla-smoke")
@@ -73,6 +75,8 @@ def test_smoke_logs_nested_mlflow_runs_with_tags_and_metric_keys(smoke_output):
     assert len(sweep) == 1
     plan = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep[0].info.run_id]
     assert len(plan) == 21 and {r.data.tags["variant"] for r in plan} == set(VARIANTS)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on its runs
+    assert {r.data.tags["mlflow.source.git.commit"] for r in plan} == {git_state()["git_sha"]}
     full_msrvtt = next(r for r in plan if r.info.run_name == "msrvtt_retrieval/full/seed0")
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == full_msrvtt.info.run_id}
     assert set(children) == {"evaluate/initial", "finetune/msrvtt_retrieval", "evaluate/finetuned"}

@@ -210,8 +210,7 @@ class CaptionPairs(Dataset):
     def __init__(
         self, split: PreparedSplit, tensors: ClipTensors, tokens: CaptionTokens | torch.Tensor, augment: bool, seed: int
     ) -> None:
-        self.split = split  # read in this process only; the reading processes read columns (StoredClips)
-        self.clips = StoredClips(split.clips)
+        self.clips = StoredClips(split.clips)  # what the reading processes read: columns, not the Clips
         # pair j: caption j of split.captions and its clip
         self.caption_clip = np.repeat(np.arange(len(split.clips)), [len(c.captions) for c in split.clips])
         self.tensors = tensors

@@ -169,7 +169,9 @@ def submit_to_slurm(jobs: list[Job], resources: Resources, folder: Path, say: Ca
         after = ":".join(ids[earlier.name] for earlier in job.after)
         executor.update_parameters(job_name=job.name, partition=resources.partition, time=resources.minutes,
                                    cpus_per_task=resources.cpus, gpus_per_node=job_gpus(job, resources) or None,
-                                   dependency=f"afterok:{after}" if after else None)
+                                   dependency=f"afterok:{after}" if after else None,
+                                   # a job whose dependency failed is cancelled, not left pending for ever
+                                   additional_parameters={"kill-on-invalid-dep": "yes"})
         try:
             with redirect_stderr(io.StringIO()):  # submitit prints sbatch's complaint, which the error below holds
                 ids[job.name] = executor.submit(job_body(job, resources)).job_id

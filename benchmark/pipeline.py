@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
@@ -223,9 +222,20 @@ class Reproduction:
         return train_set, self.prepare(self.task, spec.train_split, set(ids) - held_out, f"{spec.train_split}-heldout")
 
     def scored_split(self) -> str:
-        """The split the evaluations score: eval.split (e.g. the authors' MSR-VTT captioning split
-        test_1k_a_audio), else the task's test split."""
+        """The split the evaluations score: eval.split (e.g. an audio-filtered test split the authors scored),
+        else the task's test split."""
         return self.cfg.eval.split or self.task.spec.test_split
+
+    def refuse_a_seen_scored_split(self) -> None:
+        """A fine-tuned model is never scored on what it trained on, or on what picked its checkpoint (under
+        `paper`, the task's validation split): a one-line error before any work."""
+        spec, scored = self.task.spec, self.scored_split()
+        seen = {spec.train_split: "trains on"}
+        if self.cfg.eval.selection_split != "test" and spec.val_split:
+            seen[spec.val_split] = "selects its checkpoint on"
+        if scored in seen:
+            raise UserError(f"eval.split={scored}: fine-tuning {spec.name} {seen[scored]} that split, so its scores "
+                            f"there say nothing about other clips; score another split ({', '.join(spec.splits)})")
 
     def protocol_fingerprint(self, prepared: Prepared) -> str:
         spec = prepared.task.spec
@@ -243,6 +253,8 @@ class Reproduction:
         """Prepare, build, then the stages asked for, with evaluations before, between and after them."""
         scoring = "finetune" in stages or "evaluate" in stages
         check_tasks(self.cfg, needs_task=scoring, needs_corpus=stages == ("pretrain",))
+        if "finetune" in stages:
+            self.refuse_a_seen_scored_split()
         with self.progress.stage("prepare data"):
             corpus = [self.prepare(t, t.spec.train_split, policy="zero") for t in self.corpus] \
                 if "pretrain" in stages else []

@@ -88,20 +88,22 @@ def memory_mb(pid: int | str = "self") -> dict[str, float]:
 
 
 def forked_read_mb(dataset, warm_up: int = 20_000) -> float:
-    """The memory (MB) a process forked from this one, as a DataLoader worker is, copies while it reads every item
-    of `dataset` once: its Private_Dirty growth, after reading `warm_up` items first (the allocators' own start,
-    about 8 MB whatever is read). Measure in a fresh process: where objects were freed before the fork, the child's
-    new ones are written into the holes, copying those pages too, which is not what reading costs."""
+    """The memory (MB) a process forked from this one, as a DataLoader worker is, copies while it reads the items
+    of `dataset` once: its Private_Dirty growth over the first N - w items, after reading the last w first (w =
+    `warm_up`, at most half: the allocators' own start, about 8 MB whatever is read, on items not measured).
+    Measure in a fresh process: where objects were freed before the fork, the child's new ones are written into
+    the holes, copying those pages too, which is not what reading costs."""
     gc.collect()
     gc.freeze()  # as `train` does before its workers fork
     out, into = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: read, report, leave without running anything of the parent's
         try:
-            for index in range(min(warm_up, len(dataset))):
+            measured = len(dataset) - min(warm_up, len(dataset) // 2)
+            for index in range(measured, len(dataset)):
                 dataset[index]
             before = memory_mb()["private"]
-            for index in range(len(dataset)):
+            for index in range(measured):
                 dataset[index]
             os.write(into, json.dumps(memory_mb()["private"] - before).encode())
         finally:

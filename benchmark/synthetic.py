@@ -14,7 +14,6 @@ new dataset is one module in tasks/.
 from __future__ import annotations
 
 import csv
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass

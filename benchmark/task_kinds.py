@@ -1,11 +1,11 @@
 """Task kinds: what a kind of task asks of the model and how it is scored (mteb's AbsTask classes, lm-eval's
-task-owned metrics and `higher_is_better`). A task names its kind in `TaskSpec.kind`; the pipeline asks the
+task-owned metrics). A task names its kind in `TaskSpec.kind`; the pipeline asks the
 kind, never tests it: adding a kind is one class here, registered under its name.
 
 Each kind says: the tokens its captions take, whether the model needs the caption decoder, the fine-tuning
 loss (spec §6.4), its main score when an ablation leaves only some directions, how a split is scored (the
-final evaluation and the model-selection score, scored the same way), the headline metrics a log line shows,
-and whether a higher main score is better.
+final evaluation and the model-selection score, scored the same way) and the headline metrics a log line shows.
+Which direction is better is per metric (reports.tables.higher_is_better: lower for MdR and MnR).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ class TaskKind:
     name: ClassVar[str]
     scored: ClassVar[bool] = True  # False: a pre-training corpus, never a task to fine-tune or evaluate
     needs_decoder: ClassVar[bool] = False
-    higher_is_better: ClassVar[bool] = True  # of every metric it reports
 
     def token_length(self, max_words: int) -> int:
         """Tokens per caption (data.max_words)."""

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from benchmark.errors import UserError
 from benchmark.items import Clip
@@ -34,7 +34,7 @@ class TaskSpec:
     version: str  # bump when the split, preprocessing or metric changes
     dataset: str
     data_dir: str  # the dataset's folder under `data.root` (what `clip4vla synth` writes)
-    kind: Literal["retrieval", "caption", "corpus"]
+    kind: str  # a registered task kind (benchmark.task_kinds): retrieval, caption, corpus
     splits: tuple[str, ...]
     train_split: str
     test_split: str | None  # None for pre-training corpora

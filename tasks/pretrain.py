@@ -140,7 +140,10 @@ class HowTo100M(Task):
         if not len(asr["start"]) == len(asr["end"]) == len(asr["text"]):
             raise UserError(f"{path}: '{video_id}' has start/end/text lists of different lengths")
         times = asr["start"] + asr["end"]  # numbers (bool is an int, refused), finite; texts strings
-        times_are_numbers = set(map(type, times)) <= {int, float} and all(map(math.isfinite, times))
+        try:
+            times_are_numbers = set(map(type, times)) <= {int, float} and all(map(math.isfinite, times))
+        except OverflowError:  # an integer beyond any float (JSON has no limit)
+            times_are_numbers = False
         if not times_are_numbers or not set(map(type, asr["text"])) <= {str}:
             raise UserError(f"{path}: '{video_id}' has a start/end that is not a finite number or a text that "
                             "is not a string")

@@ -265,6 +265,7 @@ BAD_ANNOTATIONS: dict[str, tuple[str, str, Breakage, tuple[str, ...]]] = {
                                  (MSRVTT_JSON, "'videos' must be a list", "not int")),
     "asr_text_not_strings": ("howto100m", "train", _first_asr(text=[1] * 8), (HOWTO_ASR, "not a string")),
     "asr_start_not_finite": ("howto100m", "train", _first_asr(start=[float("nan")] * 8), (HOWTO_ASR, "finite number")),
+    "asr_start_too_large": ("howto100m", "train", _first_asr(start=[10**400] * 8), (HOWTO_ASR, "finite number")),
     "asr_lists_of_other_lengths": ("howto100m", "train", _first_asr(end=[1.0]), (HOWTO_ASR, "different lengths")),
     "no_caption_json": ("howto100m", "train", lambda root: (root / HOWTO_ASR).unlink(),
                         ("caption.json: file not found",)),

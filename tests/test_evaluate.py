@@ -46,3 +46,12 @@ def test_eval_split_scores_that_split_and_the_record_says_which(msrvtt_small, ti
     listed = len(MSRVTTRetrieval().load(msrvtt_small[0], "train_7k"))
     assert other["counts"]["clips_listed"] == listed != default["counts"]["clips_listed"]
     assert other["protocol_fingerprint"] != default["protocol_fingerprint"]
+
+
+def test_a_fine_tuned_model_is_never_scored_on_what_it_trained_on(msrvtt_small, tiny_config, tmp_path, capsys):
+    from benchmark.cli import main
+
+    assert main(["finetune", "msrvtt_retrieval", "--config", str(tiny_config), "--out", str(tmp_path / "out"),
+                 f"data.root={msrvtt_small[0].parent}", "eval.split=train_9k"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.split=train_9k: fine-tuning msrvtt_retrieval trains on that split" in err[0]

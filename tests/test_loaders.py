@@ -89,8 +89,9 @@ def test_audioset_audio_template_names_per_clip_files(generated, tmp_path):
 
 
 def test_asr_sentences_merge_into_segments_of_10_s_and_5_words():
-    """spec §7.1: consecutive sentences merge until the segment spans >= 10 s and >= 5 words; a short tail is
-    dropped (golden values worked by hand)."""
+    """HowTo100M segments (README, deviations: a fixed segmentation instead of spec §7.1's random first sentence
+    and 5 BPE tokens): consecutive sentences merge until the segment spans >= 10 s and >= 5 words; a short tail
+    is dropped (golden values worked by hand)."""
     from tasks.pretrain import merge_sentences
 
     starts, ends = [0, 4, 8, 12, 30, 31], [4, 8, 12, 25, 31, 32]

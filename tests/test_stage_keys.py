@@ -79,3 +79,17 @@ def test_keys_a_stage_does_not_read_change_nothing_it_computes(stage, key):
         assert a.keys() == b.keys()
         for name in a:
             assert torch.equal(a[name], b[name]), f"{stage}: {key} changes {name}"
+
+
+# The smoke suite's run keys: a change reruns, in every user's store, every run whose key changed. Change this
+# only on purpose, and say in README ("Run keys") which runs rerun and why.
+SMOKE_RUN_KEYS = "c497a7ce6d20"
+
+
+def test_the_smoke_suite_run_keys_change_only_on_purpose():
+    from benchmark.records import fingerprint
+    from benchmark.sweep import expand, load_suite
+    from configs import path
+
+    runs = expand(load_suite(path("smoke.yaml")), ["data.root=/data"])
+    assert fingerprint(sorted({r.key for r in runs})) == SMOKE_RUN_KEYS

@@ -146,9 +146,9 @@ def _final_metrics(out):
 @pytest.mark.slow
 def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated, monkeypatch):
     from benchmark import pipeline
+    from benchmark.cli import report_writers
     from benchmark.losses import RetrievalLoss
     from benchmark.pipeline import Progress
-    from benchmark.cli import report_writers
     from benchmark.sweep import run_sweep
 
     root, _ = generated

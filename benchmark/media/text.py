@@ -42,7 +42,7 @@ class CaptionTokens:
     """The tokens of a split's captions, computed where they are read: `[j]` tokenizes caption j alone ([length]),
     `[i:k]` those captions as one batch ([k - i, length]). open_clip tokenizes each text on its own, so the values
     equal tokenizing the whole split at once. Picklable (the tokenizer with it) for spawned DataLoader workers. The
-    captions are held as a numpy StringDType array: forked workers read it without copying it (`ClipColumns`)."""
+    captions are held as a numpy StringDType array: forked workers read it without copying it (`items.StoredClips`)."""
 
     def __init__(self, captions: list[str], tokenizer: Tokenizer, length: int) -> None:
         self.captions = np.array(captions, dtype=np.dtypes.StringDType())

@@ -9,7 +9,8 @@ a layer index (`resblocks.3.`) applies to that layer of a tower of any depth. Tr
   and `audio.type_position` (without a type token, `--with_control_token -1`, it is the image tower's: a copy);
 - `cls.predictions.decoder.weight` is the token embedding (tied, spec §2.7): never stored here, rebuilt from it;
 - `similarity_dense.*`, the authors' `tight_seq` head (spec §2.5), has no home.
-The inverse map gives back every original tensor bit for bit, given the dropped rows and the homeless tensors.
+The inverse map gives back every original tensor's values bit for bit (as fp32), given the dropped rows and the
+homeless tensors.
 """
 
 from __future__ import annotations

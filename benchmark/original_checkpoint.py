@@ -8,8 +8,8 @@ transformer and the caption head and never trains them, spec §12 item 21c: both
 suite's pre-training builds neither); otherwise retrieval, with `loose_seq` fusion when it has the cross
 transformer (`--train_sim_after_cross`, spec §2.5). The file written holds `model` (this suite's state dict,
 fp32), what has no place in it (`dropped_rows`, `left_out`: with them the inverse map gives the original values
-back bit for bit, as fp32) and `imported_from` (source path and SHA-256, key-map version, layout, and the model overrides the
-weights need, which the command prints as the evaluate line to use).
+back bit for bit, as fp32) and `imported_from` (source path and SHA-256, key-map version, layout, and the model
+overrides the weights need, which the command prints as the evaluate line to use).
 """
 
 from __future__ import annotations

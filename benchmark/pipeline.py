@@ -348,13 +348,13 @@ class Reproduction:
 
             def log_step(metrics: dict[str, float], step: int) -> None:
                 run.log_metrics(metrics, step)
-                for key, what in (("train/loss", "loss"), ("select/score", "selection score")):
-                    if key in metrics:
-                        self.progress.say(f"  {name} step {step}: {what} {metrics[key]:.3f}")
+                if "select/score" in metrics:
+                    self.progress.say(f"  {name} step {step}: selection score {metrics['select/score']:.3f}")
 
             begin = time.perf_counter()
             summary = train(model, loss, pairs, train_cfg, self.cfg.seed, log_step, loader_workers(self.cfg.data),
                             checkpoints=checkpoints, resume=self.resume, select=select,
+                            say=lambda line: self.progress.say(f"  {name} {line}"),
                             batches=self.tensors.batches)
             run.log_metrics(summary)
             self.records.append(self.record(name, tags, summary, {"pairs": len(pairs)}, None, begin,

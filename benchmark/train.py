@@ -10,6 +10,7 @@ continue exactly: model, optimizer, scheduler, scaler, RNG states and the data p
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import gc
 import math
 import random
@@ -118,6 +119,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def progress_line(metrics: dict[str, float], step: int, total: int, epoch: int, rate: float, left: float) -> str:
+    """One log step of training, readable without a terminal (a line, not a bar): step of total, epoch, lr, the
+    loss and each of its terms, the similarity scale, the rate since the last line and the time left, e.g.
+    "step 40/400 (epoch 1): lr 1.0e-04, loss 5.912 (tv_loss 2.955, ta_loss 2.957), logit scale 14.3,
+    51 samples/s, ETA 0:01:30"."""
+    terms = ", ".join(f"{k[len('train/'):]} {v:.3f}" for k, v in metrics.items() if k.endswith("_loss"))
+    return (f"step {step}/{total} (epoch {epoch}): lr {metrics['train/lr']:.1e}, loss {metrics['train/loss']:.3f}"
+            f" ({terms}), logit scale {metrics['train/logit_scale']:.1f}, "
+            f"{rate:.0f} samples/s, ETA {datetime.timedelta(seconds=round(left))}")
+
+
 def train(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -130,6 +142,7 @@ def train(
     resume: bool = False,
     select: Callable[[], float] | None = None,
     batches: Batches | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Train `model` on `dataset` for cfg.epochs (or cfg.max_steps optimizer steps); returns a summary.
 
@@ -137,6 +150,7 @@ def train(
     training continues from the newest one exactly where it stopped. With `select` (higher is better), the
     model is scored every cfg.eval_every steps and at the end, and the best checkpoint is restored at the end.
     `batches` makes the dataset's items model inputs (ClipBatches for ClipTensors items; by default they are).
+    `say` gets a progress line at every log step (`progress_line`).
     """
     if select is not None and checkpoints is None:
         raise ValueError("model selection keeps the best checkpoint: pass `checkpoints`")
@@ -218,6 +232,7 @@ def train(
                         generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda")
     model.train()
     start, running, last, step_broken = time.perf_counter(), {}, {}, False
+    first = logged = (start, at.step)  # when this process began and last logged: rates are over steps since
     step_terms: list[tuple[list[str], torch.Tensor]] = []  # each micro-batch's terms this step, still on the device
     while at.step < total:
         order = epoch_indices(len(dataset), seed, at.epoch)[: micro_used * micro_batch]
@@ -275,6 +290,12 @@ def train(
                 metrics["train/logit_scale"] = float(model.scale().detach())
                 metrics["train/skipped_steps"] = float(at.skipped)
                 log(metrics, at.step)
+                now = time.perf_counter()  # a rate, not a metric: equal runs log equal metrics (exact resume)
+                rate = (at.step - logged[1]) * cfg.batch_size / max(now - logged[0], 1e-9)
+                left = (now - start) / max(at.step - first[1], 1) * (total - at.step)  # at this process's rate
+                if say is not None:
+                    say(progress_line(metrics, at.step, total, at.epoch, rate, left))
+                logged = (now, at.step)
             last, running = running, {}
             if at.step >= total:
                 break

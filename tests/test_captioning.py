@@ -87,3 +87,12 @@ def test_caption_tasks_tokenise_max_words_minus_one_words(msrvtt_small, tiny_con
     assert cut  # some captions were long enough to be cut
     retrieval = repro.tasks.get("msrvtt_retrieval")()
     assert repro.prepare(retrieval, retrieval.spec.test_split).tokens[:].shape[1] == max_words
+
+
+def test_scoring_leaves_stderr_to_the_suite(capfd):
+    """pycocoevalcap's Java tokenizer writes a rate line per call and "Untokenizable" warnings for emoji halves to
+    the process's stderr (14% of the smoke log, issue 15): they go to the DEBUG log, not the terminal."""
+    caption_scores({"a": ["a dog \U0001F600 runs on grass", "a dog runs"]}, {"a": "a dog runs \U0001F600"})
+    err = capfd.readouterr().err
+    assert "PTBTokenizer" not in err and "Untokenizable" not in err
+

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
+from helpers import tiny_model
 
 from benchmark.config import load_config
 from benchmark.model import build_model
@@ -92,3 +95,12 @@ def test_padded_audio_segments_are_neither_encoded_nor_pooled():
     hook.remove()
     torch.testing.assert_close(before, after, rtol=0, atol=0)
     assert calls == [3, 3]
+
+
+def test_no_random_init_notice_where_random_weights_were_asked_for(caplog):
+    """open_clip's "No pretrained weights loaded" warning is no news under model.pretrained=null (issue 15)."""
+    with caplog.at_level(logging.WARNING):
+        tiny_model(0)
+        tiny_model(0, "model.audio_init=random")
+    assert not [r for r in caplog.records if "No pretrained weights loaded" in r.getMessage()]
+

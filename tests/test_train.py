@@ -278,3 +278,22 @@ def test_dataloader_workers_persist_across_epochs_and_read_each_epochs_items():
         reads = [line.split() for line in path.read_text().splitlines()]
     assert len({pid for pid, _ in reads}) == 2, "one set of workers for all epochs"
     assert Counter(epoch for _, epoch in reads) == {"0": 16, "1": 16, "2": 16}
+
+
+def test_each_log_step_says_where_training_is_in_one_line(caplog):
+    """Long jobs without a terminal (issue 15): at every log step one line with step of total, epoch, lr, the loss
+    and its terms, the similarity scale, the rate and the time left."""
+    from benchmark.train import progress_line
+
+    metrics = {"train/lr": 1e-4, "train/tv_loss": 2.955, "train/ta_loss": 2.957, "train/loss": 5.912,
+               "train/logit_scale": 14.29, "train/grad_norm": 1.0}
+    assert progress_line(metrics, 40, 400, 1, 51.2, 90.4) == (
+        "step 40/400 (epoch 1): lr 1.0e-04, loss 5.912 (tv_loss 2.955, ta_loss 2.957), logit scale 14.3, "
+        "51 samples/s, ETA 0:01:30")
+    model, cfg = tiny_model(0)
+    lines = []
+    train(model, PretrainLoss(cfg.loss), ClassPairs(8), train_config("finetune.max_steps=3"), seed=0,
+          log=lambda metrics, step: None, say=lines.append)
+    assert [line.split(" (epoch")[0] for line in lines] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert all("samples/s, ETA" in line and "_loss" in line for line in lines)
+    assert lines[-1].endswith("ETA 0:00:00")

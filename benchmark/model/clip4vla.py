@@ -8,7 +8,9 @@ meanP), and padded frames and segments are never run through a tower (the author
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
 from pathlib import Path
 
@@ -253,6 +255,24 @@ def register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
+class _RandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def random_init_asked():
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" on the root logger; where the
+    config asked for random weights (model.pretrained null, the random audio-init ablation) it is no news, and it
+    came just before "initialised from <checkpoint>" in every run that loads one (issue 15)."""
+    notice, root = _RandomInitNotice(), logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+
+
 def build_model(cfg: ModelConfig) -> CLIP4VLA:
     """Build CLIP4VLA from an open_clip config name and weights (tag such as "openai", a local path, or None)."""
     import open_clip
@@ -271,11 +291,13 @@ def build_model(cfg: ModelConfig) -> CLIP4VLA:
                 f"(tags: {', '.join(tags) or 'none'})"
             )
     try:
-        clip = open_clip.create_model(cfg.clip_name, pretrained=pretrained)
+        with random_init_asked() if pretrained is None else contextlib.nullcontext():
+            clip = open_clip.create_model(cfg.clip_name, pretrained=pretrained)
     except RuntimeError as exc:  # open_clip reports unreachable hubs and bad checkpoints this way
         raise UserError(f"could not load CLIP weights '{pretrained}' for {cfg.clip_name}: {exc}") from exc
     if cfg.audio_init == "visual":
         visual = copy.deepcopy(clip.visual)  # spec §2.3: every audio parameter starts as its vision twin
     else:
-        visual = open_clip.create_model(cfg.clip_name, pretrained=None).visual  # "without_initial" ablation
+        with random_init_asked():  # the "without_initial" ablation
+            visual = open_clip.create_model(cfg.clip_name, pretrained=None).visual
     return CLIP4VLA(clip, AudioTower(visual, cfg), cfg)

@@ -47,18 +47,18 @@ def _batch(max_frames: int = 12, max_segments: int = 16, encode_padding: bool = 
 def run_case(case: str, attention: str, iters: int, precision: str = "fp32", checkpointing: bool = False,
              optimizer_step: bool = False, encode_padding: bool = False) -> dict[str, float]:
     """Time `iters` fine-tune steps after one warm-up step, in this process: forward + backward, and with
-    `optimizer_step` the AdamW step too (the training loop's foreach/fused AdamW, spec §8)."""
+    `optimizer_step` the AdamW step too (the training loop's fused AdamW, spec §8)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from benchmark.config import load_config
     from benchmark.losses import RetrievalLoss
     from benchmark.model import build_model
-    from benchmark.train import param_groups
+    from benchmark.train import adamw, param_groups
 
     cfg = load_config({}, [f"model.clip_name={CASES[case]}", "model.pretrained=null"])
     model = build_model(cfg.model)
     model.set_grad_checkpointing(checkpointing)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.finetune), betas=(0.9, 0.98), eps=1e-6)
+    optimizer = adamw(param_groups(model, cfg.finetune))
     loss_fn = RetrievalLoss(cfg.loss, "fused")
     batch = _batch(encode_padding=encode_padding)
     backends = [SDPBackend.MATH] if attention == "math" else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]

@@ -81,14 +81,13 @@ def training_steps(clip_name: str, label: str, precision: str, device: torch.dev
                    batch: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
     """Time `iters` training steps after two warm-up steps; samples/s from the median step."""
     from benchmark.losses import PretrainLoss, RetrievalLoss
-    from benchmark.train import autocast_for, param_groups
+    from benchmark.train import adamw, autocast_for, param_groups
 
     objective, per_gpu, frames, segments, fusion = SHAPES[label]
     batch = batch or per_gpu
     cfg, model = build(clip_name, fusion, device, overrides)
     loss_fn = PretrainLoss(cfg.loss) if objective == "pretrain" else RetrievalLoss(cfg.loss, "fused")
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.finetune, objective), betas=(0.9, 0.98), eps=1e-6,
-                                  fused=device.type == "cuda" or None)
+    optimizer = adamw(param_groups(model, cfg.finetune, objective))
     read, batches = inputs(batch, frames, segments, torch.Generator().manual_seed(0), objective == "pretrain")
     if device.type == "cuda":
         read = {k: v.pin_memory() for k, v in read.items()}  # as the training's DataLoader hands it on

@@ -452,6 +452,7 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
         run.log_artifact(config)
         run.log_params(flatten(to_dict(cfg)))
         records = Reproduction(cfg, out, tracker, run, progress, resume, tags).run(stages)
+        run.log_metrics(plan_scores(records))
         report = reports.run(records, out / "report.md", f"clip4vla {name} report") if reports else None
         if report:
             run.log_artifact(report)
@@ -460,6 +461,21 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
             progress.say(f"report: {report}")
         say_where(tracker, out, progress)
     return report
+
+
+def plan_scores(records: list[RunRecord]) -> dict[str, float]:
+    """Each evaluation's main score and R@1 per direction (captioning: every caption metric) on the plan run
+    itself, as `<point>/main` and `<point>/<metric>` (e.g. `finetuned/main`, `finetuned/t2va/R1`): the MLflow UI
+    charts and compares a suite's variants from their plan runs (issue 15)."""
+    out = {}
+    for record in records:
+        if record.stage != "evaluate":
+            continue
+        point = record.name.split("/", 1)[1]
+        out.update({f"{point}/{k}": v for k, v in record.metrics.items() if k.endswith("/R1") or "/" not in k})
+        if record.main_score in record.metrics:
+            out[f"{point}/main"] = record.metrics[record.main_score]
+    return out
 
 
 def say_where(tracker: Tracker, out: Path, progress: Progress) -> None:

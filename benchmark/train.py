@@ -119,6 +119,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """The optimizer of every training stage: AdamW with CLIP's betas and eps (spec §8), fused (one kernel for
+    all parameters) on CUDA and on the CPU alike: the same algorithm, equal to the unfused update to float
+    rounding (tested), and on the CPU 4-6x faster for ViT-B/32's 252 M parameters (issue 16; 14x here for 80 M
+    parameters in 20 tensors, 0.67 -> 0.05 s a step, against the foreach loop)."""
+    return torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, fused=True)
+
+
 def progress_line(metrics: dict[str, float], step: int, total: int, epoch: int, rate: float, left: float) -> str:
     """One log step of training, readable without a terminal (a line, not a bar): step of total, epoch, lr, the
     loss and each of its terms, the similarity scale, the rate since the last line and the time left, e.g.
@@ -175,9 +183,7 @@ def train(
     objective = loss_fn.objective
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     net = distributed.wrap(model)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg, objective), betas=(0.9, 0.98), eps=1e-6, fused=device.type == "cuda" or None
-    )
+    optimizer = adamw(param_groups(model, cfg, objective))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     autocast = autocast_for(device, cfg.precision)

@@ -77,6 +77,8 @@ def test_smoke_logs_nested_mlflow_runs_with_tags_and_metric_keys(smoke_output):
     assert len(plan) == 21 and {r.data.tags["variant"] for r in plan} == set(VARIANTS)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on its runs
     assert {r.data.tags["mlflow.source.git.commit"] for r in plan} == {git_state()["git_sha"]}
+    # the plan runs carry their evaluations' main scores, so the UI charts variants side by side
+    assert all("finetuned/main" in r.data.metrics for r in plan if r.data.tags.get("sweep.step", "") != "pretrain")
     full_msrvtt = next(r for r in plan if r.info.run_name == "msrvtt_retrieval/full/seed0")
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == full_msrvtt.info.run_id}
     assert set(children) == {"evaluate/initial", "finetune/msrvtt_retrieval", "evaluate/finetuned"}

@@ -297,3 +297,24 @@ def test_each_log_step_says_where_training_is_in_one_line(caplog):
     assert [line.split(" (epoch")[0] for line in lines] == ["step 1/3", "step 2/3", "step 3/3"]
     assert all("samples/s, ETA" in line and "_loss" in line for line in lines)
     assert lines[-1].endswith("ETA 0:00:00")
+
+
+def test_fused_adamw_gives_the_unfused_update_on_the_cpu():
+    """issue 16: the training's AdamW is fused on the CPU too; the same algorithm, so three steps from equal
+    weights and gradients land within float rounding of the per-tensor loop's."""
+    from benchmark.train import adamw, param_groups
+
+    results = []
+    for fused in (True, False):
+        model, cfg = tiny_model(0)
+        groups = param_groups(model, train_config())
+        optimizer = adamw(groups) if fused else torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, foreach=False)
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        for step in range(3):
+            g = torch.Generator().manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g) if p.requires_grad else None
+            optimizer.step()
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(results[0], torch.cat([p.detach().flatten() for p in tiny_model(0)[0].parameters()]))

@@ -29,7 +29,6 @@ from benchmark.errors import UserError
 log = logging.getLogger("clip4vla")
 
 RECALL_AT = (1, 5, 10)
-HIGHER_IS_BETTER = {"R1": True, "R5": True, "R10": True, "MdR": False, "MnR": False}
 
 
 def _tie_adjusted(greater: torch.Tensor, equal_others: torch.Tensor, ties: str) -> torch.Tensor:
@@ -124,11 +123,11 @@ def bootstrap_ci(ranks: torch.Tensor, prefix: str, resamples: int = 1000, seed: 
     """Percentile bootstrap: {prefix/metric: (low, high)}.
 
     `clips` [Q] (the clip of each query) resamples clips, each with all of its queries: a text-to-clip
-    direction's queries are captions, and the 10 captions of a VATEX clip (5 of AudioCaps) are not independent
-    draws, so resampling captions alone gives intervals too narrow (issue 15). Without it, each query is its own
+    direction's queries are captions, and the 5 or 10 captions of one clip in a retrieval test set are not
+    independent draws, so resampling captions alone gives intervals too narrow (issue 15). Without it, each query is its own
     unit (a clip-to-text direction's queries are the clips). With `baseline` (ranks of another run on the same
     queries), the same resamples score both runs and the interval is for the paired difference (this run minus
-    the baseline), as ablations compare.
+    the baseline; no caller yet: the report's ablations pair seeds).
 
     A resample draws each unit a whole number of times; its metrics are the queries' metrics weighted by how
     often their unit was drawn (the same numbers as the resampled queries laid end to end), so clips with
@@ -158,7 +157,7 @@ def _weighted_recalls_and_ranks(ranks: torch.Tensor, times: torch.Tensor, units:
                                 chunk: int = 100) -> dict[str, torch.Tensor]:
     """`_recalls_and_ranks` of each resample [R] given how often each unit was drawn (`times` [R, units]):
     queries weighted by their unit's count, the median that of the weighted multiset (np.median: the mean of
-    its middle two). Resamples go `chunk` at a time ([chunk, Q] doubles: 12 MB for VATEX's 15,000 captions)."""
+    its middle two). Resamples go `chunk` at a time ([chunk, Q] doubles: 12 MB for 15,000 captions)."""
     ranks = ranks.double().cpu()
     order = ranks.argsort()
     ordered, units = ranks[order], units[order]
@@ -182,13 +181,22 @@ CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", 
 _METEOR = []  # one METEOR scorer per process: its JVM takes ~7 s to start
 
 
+JAVA_NOISE = ("PTBTokenizer tokenized", "WARNING: Untokenizable")  # per call; per emoji half (with a date line)
+
+
 @contextlib.contextmanager
 def java_stderr_logged():
     """pycocoevalcap's PTBTokenizer runs Java on this process's stderr, which prints a rate line per call and the
     lexer's "Untokenizable" warnings (halves of emoji): 14% of the smoke log (issue 15). For the call, file
-    descriptor 2 points at a temporary file; what Java wrote is logged at DEBUG."""
+    descriptor 2 points at a temporary file; that known noise is logged at DEBUG, anything else Java wrote (a
+    failing JVM: pycocoevalcap does not check its exit status) at WARNING. With no stderr to redirect (a closed
+    descriptor), the call runs as it is."""
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
@@ -199,7 +207,8 @@ def java_stderr_logged():
             os.close(saved)
             held.seek(0)
             for line in held.read().decode(errors="replace").splitlines():
-                log.debug("pycocoevalcap: %s", line)
+                noise = line.startswith(JAVA_NOISE) or "edu.stanford.nlp.process.PTBLexer" in line
+                log.log(logging.DEBUG if noise else logging.WARNING, "pycocoevalcap's Java: %s", line)
 
 
 def caption_scores(references: dict[str, list[str]], candidates: dict[str, str]) -> dict[str, float]:

@@ -423,7 +423,7 @@ class Reproduction:
             "config_fingerprint": fingerprint(to_dict(self.cfg)),
             "precision": precision, "global_batch": global_batch, "device": env["device"],
             "world_size": env["world_size"], "git_sha": env["git_sha"], "git_dirty": env["git_dirty"],
-            "mlflow.source.git.commit": env["git_sha"],  # the UI's "source" column
+            **commit_tag(env["git_sha"]),
             **{f"version.{name}": v for name, v in env["packages"].items()}, **self.tags,
         }
 
@@ -444,7 +444,7 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
             tracker = Tracker(default_uri(out, cfg.tracking.uri), cfg.tracking.experiment, out / "mlartifacts")
     # role: this run stands for the whole invocation; a sweep counts a key as done only by such a run
     run_tags = {"suite": name, "protocol": cfg.protocol, **(tags or {}), "role": "plan-run",
-                "mlflow.source.git.commit": git_state()["git_sha"]}
+                **commit_tag(git_state()["git_sha"])}
     with tracker.run(name, parent, run_tags, RunLedger(out), resume) as run:
         out.mkdir(parents=True, exist_ok=True)
         config = out / "config.yaml"  # the resolved config: `--config` of any verb reruns exactly this
@@ -461,6 +461,11 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
             progress.say(f"report: {report}")
         say_where(tracker, out, progress)
     return report
+
+
+def commit_tag(sha: str) -> dict[str, str]:
+    """MLflow's source-commit tag (the UI's "source" column), none outside a git checkout."""
+    return {} if sha == "unknown" else {"mlflow.source.git.commit": sha}
 
 
 def plan_scores(records: list[RunRecord]) -> dict[str, float]:

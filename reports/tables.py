@@ -78,6 +78,7 @@ class PublishedValue:
     value: float
     confidence: str  # E exact/primary, S exact/secondary, R recalled/unverified, or "pending"
     method: str = PAPER_METHOD  # whose number it is
+    comparability: str = "same"  # published.csv's: "context" when it was measured under another protocol
 
     @property
     def pending(self) -> bool:
@@ -201,7 +202,8 @@ def published_value(
             f"{len(rows)} {method} rows for {task} {variant} {direction}/{metric} on splits "
             f"{_joined(rows['split'])}: keep one"
         )
-    return PublishedValue(float(rows["value"].iloc[0]), str(rows["confidence"].iloc[0]), method)
+    return PublishedValue(float(rows["value"].iloc[0]), str(rows["confidence"].iloc[0]), method,
+                          str(rows["comparability"].iloc[0]))
 
 
 def paper_value(baselines: pd.DataFrame, task: str, variant: str, direction: str, metric: str,
@@ -366,7 +368,8 @@ def _reference_line(cited: Mapping[str, PublishedValue | None], splits: set[str]
     by_method: dict[str, list[str]] = {}
     for metric, value in cited.items():
         if value is not None:
-            by_method.setdefault(f"{value.method}{' (pending)' * value.pending}", []).append(metric)
+            marks = " (pending)" * value.pending + " (context: another protocol)" * (value.comparability != "same")
+            by_method.setdefault(f"{value.method}{marks}", []).append(metric)
     named = "; ".join(f"{method} for {', '.join(found)}" for method, found in by_method.items())
     return f"reference on {_joined(splits)}: {named or 'none'}"
 

@@ -193,3 +193,20 @@ def test_blank_line_keeps_numbering(tmp_path):
 
 def test_missing_file(tmp_path):
     fails(tmp_path / "published.csv", "no such file")
+
+
+def test_every_scored_step_of_the_paper_plan_has_paper_rows_on_its_split():
+    """A step that scores another split than the paper's rows would meet no reference (issue 15: never another
+    split): MSR-VTT captioning scores the authors' test_1k_a_audio."""
+    import baselines
+    from benchmark.registry import load_tasks
+    from benchmark.sweep import expand, load_suite
+    from configs import path
+
+    rows = baselines.load()
+    paper = set(zip(rows.loc[rows["method"] == "CLIP4VLA (paper)", "task"],
+                    rows.loc[rows["method"] == "CLIP4VLA (paper)", "split"], strict=True))
+    tasks = load_tasks()
+    scored = {(r.config.task, r.config.eval.split or tasks.get(r.config.task).spec.test_split)
+              for r in expand(load_suite(path("paper.yaml")), ["data.root=/data"]) if r.step.stage != "pretrain"}
+    assert scored and scored <= paper, scored - paper

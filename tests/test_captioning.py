@@ -95,4 +95,3 @@ def test_scoring_leaves_stderr_to_the_suite(capfd):
     caption_scores({"a": ["a dog \U0001F600 runs on grass", "a dog runs"]}, {"a": "a dog runs \U0001F600"})
     err = capfd.readouterr().err
     assert "PTBTokenizer" not in err and "Untokenizable" not in err
-

@@ -103,4 +103,3 @@ def test_no_random_init_notice_where_random_weights_were_asked_for(caplog):
         tiny_model(0)
         tiny_model(0, "model.audio_init=random")
     assert not [r for r in caplog.records if "No pretrained weights loaded" in r.getMessage()]
-

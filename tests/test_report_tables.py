@@ -208,7 +208,7 @@ def test_the_reference_is_the_paper_when_transcribed_else_the_official_log_never
         paper(44.0, split="test_1k_a_audio"),  # another split: never the reference
         paper(math.nan, metric="R5", confidence="pending"),
         published(OFFICIAL_LOG_METHOD, 46.2, variant="full"),
-        published(OFFICIAL_LOG_METHOD, 73.5, variant="full", metric="R5"),
+        published(OFFICIAL_LOG_METHOD, 73.5, variant="full", metric="R5", comparability="context"),
         paper(2.0, metric="MdR"),
         published(OFFICIAL_LOG_METHOD, 3.0, variant="full", metric="MdR"),  # the paper's is filled: not used
     ])
@@ -218,7 +218,8 @@ def test_the_reference_is_the_paper_when_transcribed_else_the_official_log_never
     assert rows.loc["verdict", "R1"] == "reproduced"
     assert rows.loc["reference", "R5"] == "73.5 (E)" and rows.loc["verdict", "R5"] == "reproduced"
     assert rows.loc["reference", "MdR"] == "2.0 (E)" and rows.loc["verdict", "MdR"] == "reproduced"
-    assert f"reference on test: {OFFICIAL_LOG_METHOD} for R1, R5; {PAPER_METHOD} for MdR" in table.footer
+    assert (f"reference on test: {OFFICIAL_LOG_METHOD} for R1; {OFFICIAL_LOG_METHOD} (context: another protocol) "
+            f"for R5; {PAPER_METHOD} for MdR") in table.footer
 
 
 def test_two_fingerprints_are_separate_rows_and_flagged():

@@ -289,7 +289,7 @@ def test_each_log_step_says_where_training_is_in_one_line(caplog):
                "train/logit_scale": 14.29, "train/grad_norm": 1.0}
     assert progress_line(metrics, 40, 400, 1, 51.2, 90.4) == (
         "step 40/400 (epoch 1): lr 1.0e-04, loss 5.912 (tv_loss 2.955, ta_loss 2.957), logit scale 14.3, "
-        "51 samples/s, ETA 0:01:30")
+        "51.2 samples/s, ETA 0:01:30")
     model, cfg = tiny_model(0)
     lines = []
     train(model, PretrainLoss(cfg.loss), ClassPairs(8), train_config("finetune.max_steps=3"), seed=0,

@@ -257,7 +257,10 @@ def register_configs() -> None:
 
 class _RandomInitNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded")
+        if record.getMessage().startswith("No pretrained weights loaded"):
+            logging.getLogger("clip4vla").debug("open_clip: %s", record.getMessage())
+            return False
+        return True
 
 
 @contextlib.contextmanager

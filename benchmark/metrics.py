@@ -124,8 +124,8 @@ def bootstrap_ci(ranks: torch.Tensor, prefix: str, resamples: int = 1000, seed: 
 
     `clips` [Q] (the clip of each query) resamples clips, each with all of its queries: a text-to-clip
     direction's queries are captions, and the 5 or 10 captions of one clip in a retrieval test set are not
-    independent draws, so resampling captions alone gives intervals too narrow (issue 15). Without it, each query is its own
-    unit (a clip-to-text direction's queries are the clips). With `baseline` (ranks of another run on the same
+    independent draws, so resampling captions alone gives intervals too narrow (issue 15). Without it, each query
+    is its own unit (a clip-to-text direction's queries are the clips). With `baseline` (ranks of another run on the same
     queries), the same resamples score both runs and the interval is for the paired difference (this run minus
     the baseline; no caller yet: the report's ablations pair seeds).
 

@@ -329,16 +329,25 @@ def _direction_table(
         "metric",
     ]
     metrics = _ordered(set(summary["metric"]) | set(others["metric"]) | set(paper_metrics), METRIC_ORDER)
-    cited = {m: reference_value(baselines, task, reference_variant, direction, m, splits) for m in metrics}
-
-    rows = [{"": "reference", **{m: format_published(cited[m]) for m in metrics}}]
     fingerprints = list(dict.fromkeys(summary["protocol_fingerprint"]))
+    # each fingerprint of ours against the reference on its own split(s): never a number on another split
+    split_of = {fp: set(ours.loc[ours["protocol_fingerprint"] == fp, "split"]) for fp in fingerprints}
+    cited_for = {fp: {m: reference_value(baselines, task, reference_variant, direction, m, split_of[fp])
+                      for m in metrics} for fp in fingerprints}
+    one_reference = len({frozenset(v) for v in split_of.values()}) <= 1
+    cited = cited_for[fingerprints[0]] if fingerprints else {}
+
+    rows = [{"": "reference", **{m: format_published(cited.get(m)) for m in metrics}}] if one_reference else []
+    reference_lines = [_reference_line(cited, splits)] if one_reference else []
     for fingerprint in fingerprints:
         tag = f", {fingerprint}" if len(fingerprints) > 1 else ""
         runs = ours[ours["protocol_fingerprint"] == fingerprint]
+        if not one_reference:
+            rows.append({"": f"reference{tag}", **{m: format_published(cited_for[fingerprint][m]) for m in metrics}})
+            reference_lines.append(f"{fingerprint}: {_reference_line(cited_for[fingerprint], split_of[fingerprint])}")
         rows += _ours_rows(
             summary[summary["protocol_fingerprint"] == fingerprint],
-            cited,
+            cited_for[fingerprint],
             metrics,
             margins,
             label=f"ours ({reference_variant}, {_plural(runs['seed'].nunique(), 'seed')}{tag})",
@@ -350,7 +359,7 @@ def _direction_table(
         rows.append({"": CONTEXT_SEPARATOR, **dict.fromkeys(metrics, "")})
         rows += _published_rows(others[~same], metrics)
 
-    footer = [_reference_line(cited, splits), _margin_line(metrics, margins),
+    footer = [*reference_lines, _margin_line(metrics, margins),
               *(line for fingerprint in fingerprints for line in _footer_lines(ours, fingerprint))]
     if len(fingerprints) > 1:
         footer.insert(

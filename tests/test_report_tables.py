@@ -368,3 +368,18 @@ def test_report_without_curves_says_so(tmp_path):
     )
     assert "No training curves recorded." in paths["md"].read_text(encoding="utf-8")
     assert "No ablation runs." in paths["md"].read_text(encoding="utf-8")
+
+
+def test_each_fingerprint_is_compared_with_the_reference_on_its_own_split():
+    audio_only = ours([44.5], fingerprint="def456def456", ci=(44.0, 45.0))
+    audio_only["split"] = "test_audio"
+    results = pd.concat([ours([46.1], ci=(45.5, 46.6)), audio_only])
+    baselines = pd.DataFrame([paper(46.0), paper(40.0, split="test_audio")])
+    (table,) = task_tables(results, baselines, "msrvtt_retrieval")
+    rows = table_rows(table)
+    assert rows.loc[f"reference, {FINGERPRINT}", "R1"] == "46.0 (E)"
+    assert rows.loc["reference, def456def456", "R1"] == "40.0 (E)"
+    assert rows.loc[f"Δ vs reference, {FINGERPRINT}", "R1"] == "+0.1"
+    assert rows.loc["Δ vs reference, def456def456", "R1"] == "+4.5"
+    assert rows.loc["verdict, def456def456", "R1"] == "above"
+    assert f"def456def456: reference on test_audio: {PAPER_METHOD} for R1" in table.footer

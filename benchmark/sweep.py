@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import distributed
-from benchmark.config import RunConfig, TrackingConfig, flatten, load_config, merge, read_yaml, to_dict
+from benchmark.config import RunConfig, TrackingConfig, load_config, merge, read_yaml
 from benchmark.errors import UserError
 from benchmark.launchers import RESOURCE_KEYS, Job, Resources, check_launcher, launch, read_resources
+from benchmark.output_lock import hold_folder
 from benchmark.pipeline import Progress, Reports, check_tasks, reproduce, resolve_device, say_where
 from benchmark.records import fingerprint
 from benchmark.registry import closest, load_tasks
-from benchmark.output_lock import hold_folder
+from benchmark.stage_config import result_slice
 from benchmark.tracking import RunLedger, Tracker, default_uri
 from benchmark.train import checkpoint_dir
 
@@ -50,21 +51,6 @@ STAGES = ("pretrain", "finetune", "evaluate")
 SUITE_KEYS = ("suite", "seeds", "base", "variants", "plan", "steps", "estimate", "launcher")
 STEP_KEYS = ("name", "stage", "init", "seeds", "config")
 VARIANT_KEYS = ("overrides", "skip")
-
-# Config sections a stage does not read: they stay out of its run key (and never cause a rerun).
-# Paths, machine settings and logging never change a result, so a suite continues on a machine with other
-# mounts, or with other logging, without running anything again.
-NOT_RESULT_KEYS = ("device", "tracking", "data.root", "data.cache", "data.workers", "eval.batch_size",
-                   *(f"{stage}.{key}" for stage in ("pretrain", "finetune")
-                     for key in ("log_every", "checkpoint_every", "keep_last", "grad_checkpointing")))
-UNUSED_BY_STAGE = {
-    "pretrain": ("task", "finetune", "eval", "model.type_mix", "model.fusion", "model.decoder",
-                 "model.supervise_pad", "data.val_fraction", "data.missing_audio", "loss.symmetric_finetune"),
-    "finetune": ("pretrain", "pretrain_corpus", "pretrain_mix", "pretrain_epoch_size", "loss.intra_modal",
-                 "loss.text_video", "loss.released_terms"),
-    "evaluate": ("pretrain", "pretrain_corpus", "pretrain_mix", "pretrain_epoch_size", "finetune", "loss"),
-}
-
 
 @dataclass(frozen=True)
 class Step:
@@ -243,11 +229,10 @@ def read_suite_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def run_key(step: Step, cfg: RunConfig, init: PlannedRun | None) -> str:
-    """Hash of what this stage reads from the config, its seed, and the run it starts from (whose key stands
-    for model.init, which the sweep sets to that run's checkpoint folder)."""
-    flat = flatten(to_dict(cfg))
-    unused = NOT_RESULT_KEYS + UNUSED_BY_STAGE[step.stage] + (("model.init",) if init else ())
-    used = {k: v for k, v in flat.items() if not any(k == u or k.startswith(u + ".") for u in unused)}
+    """Hash of what this stage receives from the config that can change its results (stage_config.py), and of
+    the run it starts from (whose key stands for model.init, which the sweep sets to that run's checkpoint
+    folder)."""
+    used = result_slice(cfg, step.stage, ("model.init",) if init else ())
     return fingerprint({"stage": step.stage, "config": used, "init": init.key if init else None})
 
 

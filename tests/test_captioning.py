@@ -66,16 +66,19 @@ def test_caption_tasks_tokenise_max_words_minus_one_words(msrvtt_small, tiny_con
 
     from benchmark.config import load_config
     from benchmark.model.decoder import EOT, SOT, caption_inputs
-    from benchmark.pipeline import Progress, Reproduction
+    from benchmark.pipeline import open_session
+    from benchmark.progress import Progress
+    from benchmark.registry import load_tasks
+    from benchmark.stages import StageInputs, prepare
 
     root, _ = msrvtt_small
     max_words = 6
     cfg = load_config(yaml.safe_load(tiny_config.read_text()),
                       ["task=msrvtt_caption", f"data.root={root.parent}", f"data.max_words={max_words}"])
-    repro = Reproduction(cfg, tmp_path / "out", None, None, Progress())
-    data = repro.prepare(repro.task, repro.task.spec.train_split)
+    stage = StageInputs.of(cfg, open_session(cfg, tmp_path / "out", None, None, Progress()))
+    data = prepare(stage, stage.task, stage.task.spec.train_split)
     captions = [text for _, text in data.split.captions]
-    full = repro.tokenizer(captions, 77)
+    full = stage.tokenizer(captions, 77)
     inputs, _, targets, _ = caption_inputs(data.tokens[:])
     assert inputs.shape[1] == targets.shape[1] == max_words
     cut = 0
@@ -85,8 +88,8 @@ def test_caption_tasks_tokenise_max_words_minus_one_words(msrvtt_small, tiny_con
         pad = [0] * (max_words - 1 - len(words))
         assert inputs[row].tolist() == [SOT, *words, *pad] and targets[row].tolist() == [*words, EOT, *pad]
     assert cut  # some captions were long enough to be cut
-    retrieval = repro.tasks.get("msrvtt_retrieval")()
-    assert repro.prepare(retrieval, retrieval.spec.test_split).tokens[:].shape[1] == max_words
+    retrieval = load_tasks().get("msrvtt_retrieval")()
+    assert prepare(stage, retrieval, retrieval.spec.test_split).tokens[:].shape[1] == max_words
 
 
 def test_scoring_leaves_stderr_to_the_suite(capfd):

@@ -145,7 +145,7 @@ def _final_metrics(out):
 
 @pytest.mark.slow
 def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated, monkeypatch):
-    from benchmark import pipeline
+    from benchmark import stages
     from benchmark.cli import report_writers
     from benchmark.losses import RetrievalLoss
     from benchmark.pipeline import Progress
@@ -156,7 +156,7 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
     overrides = [f"data.root={root}"]
     run_sweep(suite, tmp_path / "straight", overrides, Progress(), reports=report_writers())
 
-    real_train = pipeline.train
+    real_train = stages.train
 
     def crash_at_step_3(model, loss, pairs, cfg, seed, log, *args, **kwargs):
         def log_then_crash(metrics, step):
@@ -166,14 +166,14 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
 
         return real_train(model, loss, pairs, cfg, seed, log_then_crash, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", crash_at_step_3)
+    monkeypatch.setattr(stages, "train", crash_at_step_3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_sweep(suite, tmp_path / "crashed", overrides, Progress(), reports=report_writers())
     _, runs, final = _final_metrics(tmp_path / "crashed")
     plan = {r["tags"]["sweep.step"]: r["status"] for r in runs if r["tags"].get("role") == "plan-run"}
     assert plan == {"pre": "FINISHED", "ft": "FAILED"} and not final
 
-    monkeypatch.setattr(pipeline, "train", real_train)
+    monkeypatch.setattr(stages, "train", real_train)
     run_sweep(suite, tmp_path / "crashed", overrides, Progress(), reports=report_writers())
     tracker, runs, final = _final_metrics(tmp_path / "crashed")
     assert sum(r["name"] == "pretrain" for r in runs) == 1  # finished before the crash: not run again

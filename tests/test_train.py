@@ -128,13 +128,15 @@ def test_captions_are_tokenized_where_read_to_the_tokens_of_the_whole_split(msrv
 
     from benchmark.config import load_config
     from benchmark.data import CaptionPairs
-    from benchmark.pipeline import Progress, Reproduction
+    from benchmark.pipeline import open_session
+    from benchmark.progress import Progress
+    from benchmark.stages import StageInputs, prepare
 
     root, _ = msrvtt_small
     cfg = load_config(yaml.safe_load(tiny_config.read_text()), ["task=msrvtt_retrieval", f"data.root={root.parent}"])
-    repro = Reproduction(cfg, tmp_path / "out", None, None, Progress())
-    counting = repro.tokenizer = CountingTokenizer(repro.tokenizer)
-    data = repro.prepare(repro.task, repro.task.spec.test_split)
+    inputs = StageInputs.of(cfg, open_session(cfg, tmp_path / "out", None, None, Progress()))
+    counting = inputs.tokenizer = CountingTokenizer(inputs.tokenizer)
+    data = prepare(inputs, inputs.task, inputs.task.spec.test_split)
     assert counting.calls == []
     whole_split = counting.tokenizer([text for _, text in data.split.captions], cfg.data.max_words)
     pairs = CaptionPairs(data.split, lambda clip, generator: {}, data.tokens, augment=False, seed=0)

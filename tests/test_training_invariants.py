@@ -15,7 +15,7 @@ from benchmark.data import epoch_indices
 from benchmark.losses import CaptionLoss, PretrainLoss, RetrievalLoss
 from benchmark.model import build_model
 from benchmark.model.clip4vla import MAX_LOGIT_SCALE
-from benchmark.pipeline import stage_model_config
+from benchmark.stage_config import stage_config
 from benchmark.train import train
 
 
@@ -171,7 +171,7 @@ def test_every_trainable_parameter_gets_a_gradient(objective, overrides, loss):
     _, cfg = tiny_model(0, "protocol=paper", "model.cross_layers=2", *overrides)
     stage = "pretrain" if objective == "pretrain" else "finetune"
     torch.manual_seed(0)
-    model = build_model(stage_model_config(cfg, stage)).train()
+    model = build_model(stage_config(cfg, stage).model).train()
     terms = loss(cfg)(model(class_batch(), objective=objective))
     sum(v for k, v in terms.items() if k.endswith("_loss")).backward()
     silent = {n for n, p in model.named_parameters()

@@ -2,9 +2,11 @@
 
 A job is a command and the jobs it waits for. `slurm` submits every job at once with sbatch, each with an
 `afterok` dependency on the jobs it waits for, so SLURM starts it only when they all finished successfully.
-`local` runs the same jobs with submitit's LocalExecutor, one at a time in the given order (LocalExecutor has
-no dependencies, and one at a time leaves every GPU of the machine to the job that runs); a job whose
-dependency failed is not started, as under `afterok`.
+A run's job is submitted once: a rerun while it is still queued or running (squeue lists it) waits for
+that job instead of submitting a second, which would train the same run twice and, failing on its folder's
+lock, cancel what waits for it. `local` runs the same jobs with submitit's LocalExecutor, one at a time in
+the given order (LocalExecutor has no dependencies, and one at a time leaves every GPU of the machine to the
+job that runs); a job whose dependency failed is not started, as under `afterok`.
 
 What a job asks for (partition, GPUs, CPUs, time limit) is a `Resources`. A job with more than one GPU runs its
 command under `torchrun --standalone` on one node: one process per GPU.
@@ -12,9 +14,12 @@ command under `torchrun --standalone` on one node: one process per GPU.
 
 from __future__ import annotations
 
+import getpass
 import io
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import UserError
+from benchmark.media.store import write_atomically
 from benchmark.registry import closest
 
 LAUNCHERS = ("local", "slurm")
@@ -52,6 +58,7 @@ class Job:
     command: list[str]
     after: tuple[Job, ...] = ()  # jobs that must finish successfully before this one starts
     uses_gpus: bool = True  # False: asks for no GPU whatever the resources say (the report)
+    queued_once: bool = True  # a run: never queued twice (a rerun waits for its job); False: the report
 
 
 def read_resources(values: dict[str, Any], name: Callable[[str], str]) -> dict[str, Any]:
@@ -159,14 +166,23 @@ def launch(kind: str, jobs: list[Job], resources: Resources, folder: Path, say: 
 
 
 def submit_to_slurm(jobs: list[Job], resources: Resources, folder: Path, say: Callable[[str], None]) -> None:
-    """One sbatch per job, in order, each with `afterok` on the ids of the jobs it waits for."""
+    """One sbatch per job, in order, each with `afterok` on the ids of the jobs it waits for; a run whose job from
+    an earlier submission is still queued or running is not submitted again, and what waits for it waits for
+    that job (folder/submitted.json keeps each run job's id)."""
     from submitit import SlurmExecutor
     from submitit.core.utils import FailedJobError
 
     executor = SlurmExecutor(folder / "%j")
+    ledger = folder / "submitted.json"
+    submitted: dict[str, str] = json.loads(ledger.read_text()) if ledger.is_file() else {}
+    queued = still_queued(submitted)
     ids: dict[str, str] = {}
     for job in jobs:
         after = ":".join(ids[earlier.name] for earlier in job.after)
+        if job.queued_once and job.name in queued:
+            ids[job.name] = queued[job.name]
+            say(f"{job.name}: SLURM job {ids[job.name]} is still queued or running; not submitted again")
+            continue
         executor.update_parameters(job_name=job.name, partition=resources.partition, time=resources.minutes,
                                    cpus_per_task=resources.cpus, gpus_per_node=job_gpus(job, resources) or None,
                                    dependency=f"afterok:{after}" if after else None,
@@ -176,10 +192,31 @@ def submit_to_slurm(jobs: list[Job], resources: Resources, folder: Path, say: Ca
             with redirect_stderr(io.StringIO()):  # submitit prints sbatch's complaint, which the error below holds
                 ids[job.name] = executor.submit(job_body(job, resources)).job_id
         except FailedJobError as exc:
-            submitted = f"; withdraw the jobs submitted before it with: scancel {' '.join(ids.values())}" if ids else ""
+            new = [ids[j.name] for j in jobs if j.name in ids and ids[j.name] != queued.get(j.name)]
+            submitted = f"; withdraw the jobs submitted before it with: scancel {' '.join(new)}" if new else ""
             raise UserError(f"sbatch refused job {job.name}: {' '.join(str(exc).split())[:300]}{submitted}") from None
+        if job.queued_once:
+            submitted[job.name] = ids[job.name]
+            write_atomically(ledger, json.dumps(submitted, indent=1))
         say(f"submitted {job.name}: SLURM job {ids[job.name]}" + (f", after {after.replace(':', ', ')}" * bool(after)))
-    say(f"{len(jobs)} jobs submitted; their logs: {folder}/<job id>/ (squeue --me shows them)")
+    fresh = len([j for j in jobs if ids[j.name] != queued.get(j.name)])
+    say(f"{fresh} jobs submitted; their logs: {folder}/<job id>/ (squeue --me shows them)")
+
+
+def still_queued(submitted: dict[str, str]) -> dict[str, str]:
+    """Of the run jobs submitted before (name -> job id), those squeue still lists (pending, running,
+    completing), asked of SLURM only when there are any. A cluster whose squeue cannot answer is a one-line
+    error: submitting blind could queue a run twice."""
+    if not submitted:
+        return {}
+    command = ["squeue", "--noheader", "--format=%i", f"--user={getpass.getuser()}"]
+    try:
+        listed = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        why = getattr(exc, "stderr", None) or exc
+        raise UserError(f"cannot ask SLURM which of the {len(submitted)} run jobs submitted before are still queued "
+                        f"({shlex.join(command)}: {' '.join(str(why).split())[:200]})") from None
+    return {name: job_id for name, job_id in submitted.items() if job_id in set(listed)}
 
 
 def run_here(jobs: list[Job], resources: Resources, folder: Path, say: Callable[[str], None]) -> None:

@@ -471,7 +471,8 @@ def launch_sweep(suite: Suite, runs: list[PlannedRun], out: Path, overrides: lis
             return
         progress.say(f"suite {suite.name}: {len(jobs)} of {len(runs)} runs to run, as {launcher} jobs; MLflow {uri}, "
                      f"experiment {experiment}")
-        report = Job(f"{suite.name}:report", report_command(suite, runs, out), tuple(jobs.values()), uses_gpus=False)
+        report = Job(f"{suite.name}:report", report_command(suite, runs, out), tuple(jobs.values()), uses_gpus=False,
+                     queued_once=False)
         launch(launcher, [*jobs.values(), report], resources, out / "jobs", progress.say)
 
 

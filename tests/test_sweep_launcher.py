@@ -34,6 +34,15 @@ fi
 cp "$1" "{record}/$n.sh"
 echo "Submitted batch job $n"
 """
+# lists the job ids in {queued} (one per line) as squeue --noheader --format=%i does; exits 1 with SQUEUE_DOWN
+FAKE_SQUEUE = """#!/bin/sh
+if [ -n "$SQUEUE_DOWN" ]; then
+    echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2
+    exit 1
+fi
+cat "{queued}" 2>/dev/null
+exit 0
+"""
 
 
 def write_suite(tmp_path, text=SUITE) -> Path:
@@ -44,13 +53,15 @@ def write_suite(tmp_path, text=SUITE) -> Path:
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch) -> Path:
-    """sbatch and srun on PATH: sbatch keeps each batch script as <job id>.sh in the returned folder."""
+    """sbatch, squeue and srun on PATH: sbatch keeps each batch script as <job id>.sh in the returned folder;
+    squeue lists the ids written to its sibling file `queued`."""
     record, bin_dir = tmp_path / "sbatch-record", tmp_path / "bin"
     record.mkdir()
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH.replace("{record}", str(record)))
+    (bin_dir / "squeue").write_text(FAKE_SQUEUE.replace("{queued}", str(tmp_path / "queued")))
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit looks for it; the jobs never run here
-    for tool in ("sbatch", "srun"):
+    for tool in ("sbatch", "squeue", "srun"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -101,6 +112,33 @@ def test_slurm_jobs_wait_for_the_run_they_start_from_and_a_finished_one_is_not_w
     again = {p.stem: sbatch_flags(p) for p in sorted(fake_slurm.glob("*.sh")) if p.stem > "1004"}
     assert [again[i]["job-name"].split(":")[1] for i in again] == ["ft", "ev", "report"]
     assert "dependency" not in again["1005"] and again["1007"]["dependency"] == "afterok:1005:1006"
+
+
+def test_a_rerun_while_run_jobs_are_queued_waits_for_them_instead_of_submitting_them_again(tmp_path, fake_slurm):
+    """Submitted twice, a queued run would train twice, and the second job, stopped by the run folder's lock,
+    would cancel everything waiting on it (afterok)."""
+    suite, out = write_suite(tmp_path), tmp_path / "out"
+    args = ["sweep", str(suite), "--out", str(out), "--launcher", "slurm", "data.root=/data"]
+    assert main(args) == 0  # pre 1001, ft 1002, ev 1003, report 1004
+    (tmp_path / "queued").write_text("1001\n1002\n")  # pre and ft wait or run; ev failed, the report was cancelled
+    assert main(args) == 0
+    again = {p.stem: sbatch_flags(p) for p in sorted(fake_slurm.glob("*.sh")) if p.stem > "1004"}
+    assert [again[i]["job-name"].split(":")[1] for i in again] == ["ev", "report"]
+    assert again["1006"]["dependency"] == "afterok:1001:1002:1005"
+
+
+def test_a_cluster_whose_squeue_cannot_answer_is_a_one_line_error_before_any_submission(
+        tmp_path, fake_slurm, monkeypatch, capsys):
+    suite, out = write_suite(tmp_path), tmp_path / "out"
+    args = ["sweep", str(suite), "--out", str(out), "--launcher", "slurm", "data.root=/data"]
+    assert main(args) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("SQUEUE_DOWN", "1")
+    assert main(args) != 0
+    line = one_line_stderr(capsys)
+    assert "cannot ask SLURM which of the 3 run jobs submitted before are still queued" in line
+    assert "Unable to contact slurm controller" in line
+    assert sorted(p.stem for p in fake_slurm.glob("*.sh")) == ["1001", "1002", "1003", "1004"]
 
 
 def mark_finished(out: Path, key: str) -> None:

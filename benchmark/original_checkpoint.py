@@ -135,6 +135,22 @@ def save(state: dict, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def check_imported(imported_from: dict, model: ModelConfig, where: Path) -> None:
+    """An imported checkpoint scores as the authors' model only with the model config its weights need (its
+    `overrides`): under another (the type token switched on for a file without one, `loose_seq` for a
+    `feat_avg` file) the modules the file lacks would keep their random init and every number would be wrong.
+    A one-line error naming what to set; model.pretrained does not matter (every weight is in the file)."""
+    needed = load_config({}, [o for o in imported_from["overrides"] if not o.startswith("model.pretrained=")]).model
+    wrong = [f"model.{f}={getattr(needed, f)} (this run: {getattr(model, f)})"
+             for f in ("clip_name", "fusion", "cross_layers", "decoder", "type_token")
+             if getattr(needed, f) != getattr(model, f) and (f != "cross_layers" or needed.fusion == "loose_seq"
+                                                              or needed.decoder)]
+    if wrong:
+        layout = imported_from.get("layout", "original")
+        raise UserError(f"{where} holds the authors' {layout} model, which needs {', '.join(wrong)}: run with "
+                        f"{' '.join(imported_from['overrides'])}")
+
+
 def import_checkpoint(source: Path, out: Path, overrides: Sequence[str] = ()) -> Imported:
     """Convert `source` (an original CLIP4VLA state dict) into this suite's checkpoint at `out`; `overrides`
     name the CLIP configuration (model.clip_name, default ViT-B-32-quickgelu, as the authors' ViT-B/32)."""

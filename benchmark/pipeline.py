@@ -114,7 +114,7 @@ def run_stages(cfg: RunConfig, stages: tuple[str, ...], session: Session) -> lis
             train_set, selection = selection_split(tune)
         if scorer:
             test_set = prepare(scorer, scorer.task, scorer.scored_split())
-    model = build(scorer, scorer.cfg.model.init) if scorer else None
+    model = build(scorer, scorer.cfg.model.init, scored_as_is=tune is None) if scorer else None
     if scored:  # a checkpoint (model.init) or the CLIP weights, zero-shot
         records.append(evaluate(scored, model, test_set, "evaluated"))
     if tune:

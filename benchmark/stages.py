@@ -23,7 +23,7 @@ import torch
 
 from benchmark import distributed
 from benchmark.checkpoint import Checkpointer, load_checkpoint
-from benchmark.config import RunConfig, TrainConfig, flatten, to_dict
+from benchmark.config import ModelConfig, RunConfig, TrainConfig, flatten, to_dict
 from benchmark.data import CaptionPairs, ClipTensors, MixedCorpus, PreparedSplit, loader_workers, prepare_split
 from benchmark.errors import UserError
 from benchmark.evaluate import available
@@ -31,6 +31,7 @@ from benchmark.losses import PretrainLoss
 from benchmark.media.store import MediaStore
 from benchmark.media.text import CaptionTokens, Tokenizer
 from benchmark.model import CLIP4VLA, build_model
+from benchmark.original_checkpoint import check_imported
 from benchmark.progress import Progress
 from benchmark.records import RunRecord, fingerprint
 from benchmark.registry import load_tasks
@@ -191,22 +192,25 @@ def protocol_fingerprint(inputs: StageInputs, prepared: Prepared) -> str:
 
 
 # -- model --------------------------------------------------------------------------------------------------
-def build(inputs: StageInputs, init: str | Path | dict | None) -> CLIP4VLA:
+def build(inputs: StageInputs, init: str | Path | dict | None, scored_as_is: bool = False) -> CLIP4VLA:
     """The model the stage trains or scores (pre-training's slice has no fusion module and no decoder, spec
     §2.5), seeded by the run's seed, so equal configs give equal models in one process and across a sweep's
-    runs; started from `init` (a checkpoint or a state dict) when given."""
+    runs; started from `init` (a checkpoint or a state dict) when given. `scored_as_is`: scored without
+    training, so an imported checkpoint must be built as its import says."""
     cfg = inputs.cfg.model
     with inputs.session.progress.stage(f"build model {cfg.clip_name} (weights: {cfg.pretrained})"):
         torch.manual_seed(inputs.cfg.seed)
         model = build_model(cfg).to(inputs.session.device)
         if init is not None:
-            load_init(inputs.session, model, init)
+            load_init(inputs.session, model, cfg, init, scored_as_is)
     return model
 
 
-def load_init(session: Session, model: CLIP4VLA, source: str | Path | dict) -> None:
-    """Start from a CLIP4VLA checkpoint (e.g. pre-training) or state dict; modules it lacks keep their own init,
-    and which ones is said (spec §12 item 21c: the cross transformer stays initialised from CLIP text layers)."""
+def load_init(session: Session, model: CLIP4VLA, model_cfg: ModelConfig, source: str | Path | dict,
+              scored_as_is: bool = False) -> None:
+    """Start from a CLIP4VLA checkpoint (e.g. pre-training, or one imported from the authors' file: scored as is,
+    it must be built as its import says) or state dict; modules it lacks keep their own init, and which ones is
+    said (spec §12 item 21c: the cross transformer stays initialised from CLIP text layers)."""
     if isinstance(source, dict):
         state, where = source, "the pre-trained model"
     else:
@@ -217,7 +221,16 @@ def load_init(session: Session, model: CLIP4VLA, source: str | Path | dict) -> N
         if not path.is_file():
             raise UserError(f"model.init checkpoint not found: {path}")
         state, where = load_checkpoint(path, session.device), path
-    missing, unexpected = model.load_state_dict(state.get("model", state), strict=False)
+        if scored_as_is and "imported_from" in state:
+            check_imported(state["imported_from"], model_cfg, path)
+    weights = state.get("model", state)
+    own = model.state_dict()
+    wrong = [f"{k} {list(v.shape)} (model {list(own[k].shape)})" for k, v in weights.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:  # load_state_dict's traceback otherwise
+        raise UserError(f"model.init {where} does not fit this model ({model_cfg.clip_name}): {len(wrong)} tensors "
+                        f"of other shapes, e.g. {wrong[0]}")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected:
         raise UserError(f"model.init {where} does not fit this model: unexpected keys such as {unexpected[0]}")
     kept = sorted({k.split(".")[0] for k in missing})

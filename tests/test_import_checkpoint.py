@@ -164,3 +164,40 @@ def test_evaluate_scores_an_imported_loose_seq_checkpoint(msrvtt_small, tiny_con
                  "--out", str(tmp_path / "eval"), f"data.root={msrvtt_small[0].parent}", "eval.bootstrap=0",
                  *overrides]) == 0
     assert f"initialised from {out}" in caplog.text and "kept own init" not in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case", "run_with", "named"), [
+    ("retrieval_no_type_token", (), "model.type_token=off (this run: mix)"),
+    ("retrieval", ("model.fusion=loose_seq",), "model.fusion=feat_avg (this run: loose_seq)"),
+], ids=["type-token-switched-on", "loose_seq-for-a-feat_avg-file"])
+def test_an_imported_checkpoint_scored_under_another_model_is_one_line(case, run_with, named, msrvtt_small,
+                                                                         tiny_config, tmp_path, capsys):
+    """Built otherwise than the authors' model, the modules the file lacks (the type token, the cross
+    transformer) would keep their random init and every score would be wrong, with only a log line saying so."""
+    _, state = original_state(case)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    out = tmp_path / "imported.pt"
+    assert main(["import-checkpoint", str(tmp_path / "pytorch_model.bin"), "--out", str(out), TINY]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "msrvtt_retrieval", "--config", str(tiny_config), "--checkpoint", str(out),
+                 "--out", str(tmp_path / "eval"), f"data.root={msrvtt_small[0].parent}", "eval.bootstrap=0",
+                 TINY, "model.pretrained=null", *run_with]) == 2
+    line = one_line_stderr(capsys)
+    assert named in line and "run with model.clip_name=tiny-clip4vla" in line
+
+
+def test_a_checkpoint_of_another_model_size_is_one_line_not_a_traceback(tmp_path):
+    from helpers import one_line_error
+
+    from benchmark.progress import Progress
+    from benchmark.stages import Session, load_init
+
+    model, cfg = tiny_model(0)
+    other = {k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) if k == "clip.token_embedding.weight" else v
+             for k, v in model.state_dict().items()}
+    torch.save({"model": other}, tmp_path / "other.pt")
+    session = Session(tmp_path, None, None, Progress(), None, torch.device("cpu"), {}, {})
+    one_line_error(lambda: load_init(session, model, cfg.model, tmp_path / "other.pt"),
+                   "does not fit this model (tiny-clip4vla): 1 tensors of other shapes",
+                   "clip.token_embedding.weight")

@@ -105,6 +105,7 @@ class EvalConfig:
 class TrackingConfig:
     uri: str | None = None  # MLflow tracking URI; default: MLFLOW_TRACKING_URI, else a SQLite file in the output
     experiment: str = "clip4vla"
+    system_metrics_s: float = 10.0  # CPU/GPU/memory use logged every N seconds of a training stage (0: none)
 
 
 @dataclass

@@ -9,6 +9,7 @@ stages themselves are the functions of stages.py; this module composes them and 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,9 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
     # role: this run stands for the whole invocation; a sweep counts a key as done only by such a run
     run_tags = {"suite": name, "protocol": cfg.protocol, **(tags or {}), "role": "plan-run",
                 **commit_tag(git_state()["git_sha"])}
-    with tracker.run(name, parent, run_tags, RunLedger(out), resume) as run:
+    # in the UI: a sweep's plan run by its step, variant and seed; a single-run verb's by what it ran and when
+    display = name if parent else " ".join(filter(None, [name, cfg.task, started_at()]))
+    with tracker.run(name, parent, run_tags, RunLedger(out), resume, display) as run:
         out.mkdir(parents=True, exist_ok=True)
         config = out / "config.yaml"  # the resolved config: `--config` of any verb reruns exactly this
         config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -167,6 +170,11 @@ def reproduce(cfg: RunConfig, out: Path, name: str, progress: Progress,
             progress.say(f"report: {report}")
         say_where(tracker, out, progress)
     return report
+
+
+def started_at() -> str:
+    """When an invocation started, to tell its run apart from the same command's other runs in the UI."""
+    return time.strftime("%m-%d %H:%M:%S")
 
 
 def plan_scores(records: list[RunRecord]) -> dict[str, float]:

@@ -273,7 +273,10 @@ def train_stage(inputs: StageInputs, name: str, model: CLIP4VLA, pairs, loss, re
     checkpoints = Checkpointer(checkpoint_dir(session.out, name), recipe.keep_last,
                                extra={"config": to_dict(cfg), "stage": name,
                                       "preprocessing_fingerprint": session.store.prep.fingerprint()})
-    with session.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), tracked_run(inputs, name, tags) as run:
+    with session.progress.stage(f"{name}: {len(pairs)} caption-clip pairs"), tracked_run(inputs, name, tags) as run, \
+            run.system_metrics(cfg.tracking.system_metrics_s):
+        for p in data:
+            log_input(inputs, run, p, "training")
 
         def log_step(metrics: dict[str, float], step: int) -> None:
             run.log_metrics(metrics, step)
@@ -304,12 +307,15 @@ def evaluate(inputs: StageInputs, model: CLIP4VLA, data: Prepared, label: str) -
         begin = time.perf_counter()
         metrics, extra, artifact = inputs.kind.score(inputs.scoring, model, data, folder)
         run.log_metrics(metrics)
+        log_input(inputs, run, data, "evaluation")
         result = record(inputs, name, tags, metrics, data.split.counts, main, begin,
                         {"chance_R1": 100.0 / max(len(data.split.clips), 1),
                          "selection_split": cfg.eval.selection_split, **extra})
         if session.rank == 0:
             run.log_artifact(artifact)
             run.log_artifact(result.save(folder / "results.json"))
+            if extra.get("ci95"):  # a table, not 60 metrics that crowd the UI's charts (kept in results.json)
+                run.log_artifact(interval_table(extra["ci95"], folder / "ci95.csv"))
         headline = inputs.kind.headline(inputs.directions)
         session.progress.say(f"  {label}: " + ", ".join(f"{k} {metrics[k]:.1f}" for k in headline))
     return result
@@ -319,12 +325,14 @@ def evaluate(inputs: StageInputs, model: CLIP4VLA, data: Prepared, label: str) -
 @contextmanager
 def tracked_run(inputs: StageInputs, name: str, tags: dict) -> Iterator[TrackedRun | NullRun]:
     """A nested MLflow run with the stage's config slice as params, on rank 0; elsewhere one that records
-    nothing."""
+    nothing. Its name in the UI is its plan run's and its own, e.g. "<step>/<variant>/seed0 · evaluate/finetuned",
+    so a list or a comparison of many runs tells them apart."""
     session = inputs.session
     if session.rank != 0 or session.tracker is None:
         yield NullRun()
         return
-    with session.tracker.run(name, session.parent, tags, RunLedger(session.out), session.resume) as run:
+    display = f"{session.parent.display} · {name}" if getattr(session.parent, "display", "") else name
+    with session.tracker.run(name, session.parent, tags, RunLedger(session.out), session.resume, display) as run:
         run.log_params(flatten(to_dict(inputs.cfg)))
         yield run
 
@@ -342,6 +350,23 @@ def record(inputs: StageInputs, name: str, tags: dict, metrics: dict[str, float]
         metrics=metrics, main_score=main_score, counts=counts, protocol=inputs.cfg.protocol,
         protocol_fingerprint=tags["protocol_fingerprint"], seed=inputs.cfg.seed, config=to_dict(inputs.cfg),
         environment=environment, wall_seconds=time.perf_counter() - begin, extra={**rest, **extra})
+
+
+def log_input(inputs: StageInputs, run: TrackedRun | NullRun, data: Prepared, context: str) -> None:
+    """The split a run read as an MLflow dataset input: named task/split, identified by its data manifest hash
+    (the clips used and which had audio), with its counts; its source is the media store's manifest."""
+    spec = data.task.spec
+    source = inputs.session.store.dir / f"manifest-{spec.name}.csv"
+    run.log_input(f"{spec.name}/{data.split_name}", data.split.manifest_hash(), str(source), context,
+                  {"captions": len(data.split.captions), **data.split.counts})
+
+
+def interval_table(intervals: dict[str, tuple[float, float]], path: Path) -> Path:
+    """metric, low, high: the 95% bootstrap interval of each retrieval metric, as a CSV the MLflow UI shows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("metric,ci95_low,ci95_high\n" + "".join(f"{k},{low!r},{high!r}\n"
+                                                            for k, (low, high) in intervals.items()))
+    return path
 
 
 def joined(values) -> str:

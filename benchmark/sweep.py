@@ -40,7 +40,7 @@ from benchmark.config import RunConfig, TrackingConfig, load_config, merge, read
 from benchmark.errors import UserError
 from benchmark.launchers import RESOURCE_KEYS, Job, Resources, check_launcher, launch, read_resources
 from benchmark.output_lock import hold_folder
-from benchmark.pipeline import Progress, Reports, check_tasks, reproduce, resolve_device, say_where
+from benchmark.pipeline import Progress, Reports, check_tasks, reproduce, resolve_device, say_where, started_at
 from benchmark.records import fingerprint
 from benchmark.registry import closest, load_tasks
 from benchmark.stage_config import result_slice
@@ -496,7 +496,8 @@ def run_plan(suite: Suite, path: Path, todo: list[PlannedRun], out: Path, uri: s
                  f"MLflow {uri}, experiment {experiment}")
     # the sweep's own run continues an interrupted sweep's; `--only` jobs each open one (they share the folder)
     sweep_run = tracker.run(f"sweep {suite.name}", tags={"suite": suite.name, "sweep.file": str(path.resolve())},
-                            ledger=RunLedger(out) if report else None, resume=True) if tracker else nullcontext(None)
+                            ledger=RunLedger(out) if report else None, resume=True,
+                            display=f"sweep {suite.name} {started_at()}") if tracker else nullcontext(None)
     with sweep_run as parent:
         for i, run in enumerate(todo, 1):
             if run.key in finished:

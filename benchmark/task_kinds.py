@@ -123,8 +123,6 @@ class Retrieval(TaskKind):
             for d, sc in scored.items():
                 intervals.update(bootstrap_ci(sc.ranks, d, resamples, run.cfg.seed,
                                               clips=query_clips(d, caption_clip)))
-        metrics.update({f"ci95/{k}/{end}": v for k, (low, high) in intervals.items()
-                        for end, v in (("low", low), ("high", high))})
         artifact = write_query_records(scored, data, folder / "queries.csv") if run.rank == 0 else folder
         return metrics, {"ci95": intervals, "bootstrap_resamples": resamples, "bootstrap_unit": "clip"}, artifact
 

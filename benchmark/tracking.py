@@ -45,6 +45,7 @@ def client_for(uri: str) -> Any:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # SQLite schema-migration chatter off the console
     # its SQLAlchemy tracebacks (a full disk: ~60 lines) repeat what the one-line warnings of TrackedRun say
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the report reads many small files
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -73,11 +74,12 @@ class TrackedRun:
     """A started MLflow run: log metrics, params, tags and artifacts. If the store stops answering, the run
     says so once and goes on without it: results are still written locally."""
 
-    def __init__(self, client: Any, run_id: str, reattached: bool = False, path: str = "") -> None:
+    def __init__(self, client: Any, run_id: str, reattached: bool = False, path: str = "", display: str = "") -> None:
         self.client = client
         self.run_id = run_id
         self.reattached = reattached  # continues a run of an earlier, interrupted invocation
         self.path = path  # its name under its parents' ("finetune/finetune"): a nested run never shares a parent's
+        self.display = display  # its name in the MLflow UI
         self.lost = False
 
     def _send(self, call, *args, **kwargs) -> Any:
@@ -125,6 +127,32 @@ class TrackedRun:
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self._send(self.client.log_artifact, self.run_id, str(path), folder)
 
+    def log_input(self, name: str, digest: str, source: str, context: str, profile: dict[str, Any]) -> None:
+        """A dataset the run read, as MLflow's run inputs (the UI's "Datasets used"): `digest` identifies its
+        clips (the data manifest hash), `source` where it lives, `context` training / selection / evaluation."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name, digest[:36], "local", json.dumps({"uri": source}), profile=json.dumps(profile))
+        self._send(self.client.log_inputs, self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context",
+                                                                                          context)])])
+
+    @contextmanager
+    def system_metrics(self, interval_s: float) -> Iterator[None]:
+        """CPU, memory, disk, network and, with pynvml, GPU use as `system/...` metrics every `interval_s`
+        seconds while the block runs (MLflow's own monitor, on a thread); 0: none."""
+        if interval_s <= 0 or self.lost:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s, resume_logging=self.reattached,
+                                       tracking_uri=self.client.tracking_uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
 
 class NullRun:
     """A run that records nothing (ranks other than 0 under torchrun)."""
@@ -140,6 +168,13 @@ class NullRun:
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         pass
+
+    def log_input(self, name: str, digest: str, source: str, context: str, profile: dict[str, Any]) -> None:
+        pass
+
+    @contextmanager
+    def system_metrics(self, interval_s: float) -> Iterator[None]:
+        yield
 
 
 class Tracker:
@@ -212,18 +247,31 @@ class Tracker:
             latest[m.step] = m.value
         return sorted(latest.items())
 
+    def artifact_json(self, run_id: str, path: str) -> Any:
+        """A JSON artifact of a run (e.g. an evaluation's results.json), or None when it has none or it cannot be
+        read."""
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                local = self.client.download_artifacts(run_id, path, folder)
+                return json.loads(Path(local).read_text())
+        except Exception:  # no such artifact, a store without artifacts, a half-written file
+            return None
+
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Tag an existing run (e.g. a finished run that a new variant of a suite shares)."""
         TrackedRun(self.client, run_id).set_tags(tags)
 
     @contextmanager
     def run(self, name: str, parent: TrackedRun | NullRun | None = None, tags: dict[str, Any] | None = None,
-            ledger: RunLedger | None = None, resume: bool = False) -> Iterator[TrackedRun | NullRun]:
+            ledger: RunLedger | None = None, resume: bool = False, display: str | None = None
+            ) -> Iterator[TrackedRun | NullRun]:
         """A run that ends FINISHED, or FAILED when the block raises. With a `ledger` (the output folder's record
         of its runs), `resume` reattaches to the run this name had there when it did not finish (or, inside a
         reattached parent, whatever its status), so a killed and resumed run is one MLflow run with a whole
         curve; without `resume`, a run the ledger shows RUNNING is marked KILLED: its process is gone, since
-        this one holds the folder's lock."""
+        this one holds the folder's lock. `display`: its name in the UI (default `name`)."""
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if isinstance(parent, TrackedRun):
             all_tags["mlflow.parentRunId"] = parent.run_id
@@ -236,8 +284,8 @@ class Tracker:
             if ledger and not resume:
                 self._mark_killed(ledger.run_id(path, self))
             if run is None:
-                created = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-                run = TrackedRun(self.client, created.info.run_id, path=path)
+                created = self.client.create_run(self.experiment_id, run_name=display or name, tags=all_tags)
+                run = TrackedRun(self.client, created.info.run_id, path=path, display=display or name)
             else:
                 run.set_tags(all_tags)
         except Exception as exc:  # the store went away between runs
@@ -268,7 +316,7 @@ class Tracker:
             return None
         self.client.update_run(run_id, status="RUNNING")
         log.info("MLflow: continuing run %s (%s, was %s)", path, run_id, info.status)
-        return TrackedRun(self.client, run_id, reattached=True, path=path)
+        return TrackedRun(self.client, run_id, reattached=True, path=path, display=info.run_name)
 
     def _mark_killed(self, run_id: str | None) -> None:
         if run_id is None:

@@ -44,12 +44,13 @@ def _video_only(run: dict[str, Any]) -> bool:
     return modalities != "None" and "audio" not in modalities
 
 
-def _metric_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+def _metric_rows(run: dict[str, Any], intervals: Mapping[str, tuple[float, float]]) -> list[dict[str, Any]]:
+    """A row per final metric, with its 95% interval from `intervals` (the results.json of the run)."""
     metrics, rows = run["metrics"], []
     for key, value in metrics.items():
         direction, _, metric = key.partition("/")
         if direction in DIRECTIONS and metric in RANK_METRICS:
-            low, high = metrics.get(f"ci95/{key}/low"), metrics.get(f"ci95/{key}/high")
+            low, high = intervals.get(key, (None, None))
             rows.append({"direction": direction, "metric": metric, "value": value, "ci_low": low, "ci_high": high})
             if _video_only(run) and direction in VIDEO_ONLY_ALIASES:
                 rows.append({**rows[-1], "direction": VIDEO_ONLY_ALIASES[direction]})
@@ -87,7 +88,9 @@ def collect(tracker: Tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "protocol": tags.get("protocol", ""),
                         "protocol_fingerprint": tags.get("protocol_fingerprint", ""),
                         **{c: int(tags.get(f"count.{c}", 0)) for c in COUNTS}}
-                results += [{**info, **row} for row in _metric_rows(run)]
+                record = tracker.artifact_json(run["run_id"], "results.json") or {}
+                intervals = record.get("extra", {}).get("ci95", {})
+                results += [{**info, **row} for row in _metric_rows(run, intervals)]
             elif tags.get("stage") in ("pretrain", "finetune"):
                 history = [(key, *point) for key in CURVE_KEYS for point in tracker.history(run["run_id"], key)]
                 curves += [{**common, "stage": tags["stage"], "variant": variant, "step": step, "key": key,

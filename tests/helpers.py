@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tarfile
 from collections.abc import Callable
@@ -16,6 +17,12 @@ from benchmark.errors import UserError
 from benchmark.model import build_model
 
 SOT, EOT = 49406, 49407
+
+
+def stage_of(run_name: str) -> str:
+    """A run's UI name without what tells it apart from other invocations' runs: the stage part of a nested run
+    ("<plan run> · evaluate/finetuned" -> "evaluate/finetuned"), an invocation's own without its start time."""
+    return re.sub(r" \d\d-\d\d \d\d:\d\d:\d\d$", "", run_name.rsplit(" · ", 1)[-1])
 
 
 class ClassPairs(Dataset):

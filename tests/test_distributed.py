@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import pretrain_then_finetune_suite
+from helpers import pretrain_then_finetune_suite, stage_of
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -45,7 +45,7 @@ def _sweep(launcher, suite, out, root):
     from benchmark.tracking import Tracker
 
     runs = Tracker(f"sqlite:///{out}/mlruns.db", "clip4vla-ddp", create=False).search()
-    return {r["name"]: r for r in runs}
+    return {stage_of(r["name"]): r for r in runs}
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+from helpers import stage_of
 
 TASKS = ("msrvtt_retrieval", "vatex_retrieval", "audiocaps_retrieval", "msrvtt_caption", "vatex_caption",
          "audiocaps_caption")
@@ -71,7 +72,8 @@ def test_smoke_logs_nested_mlflow_runs_with_tags_and_metric_keys(smoke_output):
     experiment = client.get_experiment_by_name("clip4vla-smoke")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert all(r.info.status == "FINISHED" for r in runs)
-    sweep = [r for r in runs if r.info.run_name == "sweep smoke"]
+    assert len({r.info.run_name for r in runs}) == len(runs)  # unique names: a list or a comparison tells them apart
+    sweep = [r for r in runs if r.info.run_name.startswith("sweep smoke ")]
     assert len(sweep) == 1
     plan = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep[0].info.run_id]
     assert len(plan) == 21 and {r.data.tags["variant"] for r in plan} == set(VARIANTS)
@@ -80,7 +82,9 @@ def test_smoke_logs_nested_mlflow_runs_with_tags_and_metric_keys(smoke_output):
     # the plan runs carry their evaluations' main scores, so the UI charts variants side by side
     assert all("finetuned/main" in r.data.metrics for r in plan if r.data.tags.get("sweep.step", "") != "pretrain")
     full_msrvtt = next(r for r in plan if r.info.run_name == "msrvtt_retrieval/full/seed0")
-    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == full_msrvtt.info.run_id}
+    children = {stage_of(r.info.run_name): r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == full_msrvtt.info.run_id}
+    assert all(r.info.run_name.startswith("msrvtt_retrieval/full/seed0 · ") for r in children.values())
     assert set(children) == {"evaluate/initial", "finetune/msrvtt_retrieval", "evaluate/finetuned"}
     for run in children.values():
         missing = [t for t in RUN_TAGS if not run.data.tags.get(t)]
@@ -107,7 +111,7 @@ def test_smoke_logs_nested_mlflow_runs_with_tags_and_metric_keys(smoke_output):
         intra = run.data.tags["variant"] != "no_intra"
         assert params["loss.intra_modal"] == str(intra) and ("final/aa_loss" in metrics) == intra
         assert params["model.type_token"] == ("off" if run.data.tags["variant"] == "no_type_token" else "mix")
-    captions = next(r for r in runs if r.info.run_name == "evaluate/finetuned"
+    captions = next(r for r in runs if stage_of(r.info.run_name) == "evaluate/finetuned"
                     and r.data.tags["task"] == "audiocaps_caption")
     assert {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr"} <= set(captions.data.metrics)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from helpers import one_line_error, pretrain_then_finetune_suite
+from helpers import one_line_error, pretrain_then_finetune_suite, stage_of
 
 from benchmark.errors import UserError
 from benchmark.sweep import describe, emit, expand, load_suite
@@ -176,11 +176,11 @@ def test_sweep_skips_finished_runs_and_resumes_a_crashed_one(tmp_path, generated
     monkeypatch.setattr(stages, "train", real_train)
     run_sweep(suite, tmp_path / "crashed", overrides, Progress(), reports=report_writers())
     tracker, runs, final = _final_metrics(tmp_path / "crashed")
-    assert sum(r["name"] == "pretrain" for r in runs) == 1  # finished before the crash: not run again
+    assert sum(stage_of(r["name"]) == "pretrain" for r in runs) == 1  # finished before the crash: not run again
     # the resumed runs continue the crashed ones in MLflow: one run each, none left FAILED, a whole curve
     assert [r["status"] for r in runs if r["tags"].get("sweep.step") == "ft" and r["tags"].get("role")] == ["FINISHED"]
     assert [r["status"] for r in runs if r["name"].startswith("sweep")] == ["FINISHED"]
-    (resumed,) = [r for r in runs if r["name"] == "finetune/audiocaps_retrieval"]
+    (resumed,) = [r for r in runs if stage_of(r["name"]) == "finetune/audiocaps_retrieval"]
     assert resumed["status"] == "FINISHED"
     logged = [m.step for m in tracker.client.get_metric_history(resumed["run_id"], "train/loss")]
     assert sorted(logged) == [1, 2, 3, 3, 4]  # step 3 again: continued from the step-2 checkpoint

@@ -16,6 +16,7 @@ from benchmark.data import ClipItems, ClipTensors, PreparedSplit
 from benchmark.media.text import CaptionTokens
 from benchmark.metrics import clip_to_text_ranks, postprocess, text_to_clip_ranks
 from benchmark.model import CLIP4VLA
+from benchmark.progress import Ticker
 from benchmark.train import autocast_for
 
 # direction -> (query side, candidate side); "text" rows are captions, the others are clips.
@@ -69,17 +70,22 @@ def encode(
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "fused": []}
+    clips = Ticker("encode clips", len(share(len(split.clips))), "clips")
     for batch in clip_batches(split, tensors, batch_size, device, workers):
         batch = tensors.batches.to_device(batch, device)  # the log-mel in float64, outside autocast
         with autocast_for(device, precision):
             out = model(batch)
         for key in parts:
             parts[key].append(out[key].float().cpu())
+        clips.update(len(parts["fused"][-1]))
+    clips.close()
     rows = share(len(tokens))
-    text = []
+    text, captions = [], Ticker("encode captions", len(rows), "captions")
     for i in range(rows.start, rows.stop, batch_size):
         with autocast_for(device, precision):
             text.append(model.encode_text(tokens[i : min(i + batch_size, rows.stop)].to(device)).float().cpu())
+        captions.update(len(text[-1]))
+    captions.close()
     model.train(was_training)
     caption_clip = torch.tensor([clip for clip, _ in split.captions])
     return Encoded(torch.cat(gathered(text)), caption_clip, {k: torch.cat(gathered(v)) for k, v in parts.items()})
@@ -131,11 +137,13 @@ def generate_captions(model: CLIP4VLA, split: PreparedSplit, tensors: ClipTensor
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    texts = []
+    texts, ticker = [], Ticker(f"caption (beam {beam})", len(share(len(split.clips))), "clips")
     for batch in clip_batches(split, tensors, batch_size, device):
         batch = tensors.batches.to_device(batch, device)
         with autocast_for(device, precision):
             context = model.context(batch)
             texts += [decode(ids) for ids in generate(model, context, max_words, beam)]
+        ticker.update(len(texts) - ticker.done)
+    ticker.close()
     model.train(was_training)
     return gathered(texts)

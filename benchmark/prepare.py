@@ -15,13 +15,12 @@ import io
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
-
 from benchmark.config import RunConfig
 from benchmark.data import media_counts
 from benchmark.media.decode import MediaColumns, MediaStatus
 from benchmark.media.store import write_atomically
 from benchmark.pipeline import media_store
+from benchmark.progress import Ticker
 from benchmark.registry import load_tasks
 
 MANIFEST_COLUMNS = ("id", "split", "has_video", "has_audio", "duration", "decodable", "bytes", "sha256",
@@ -56,9 +55,9 @@ def prepare(task_name: str, cfg: RunConfig, splits: list[str] | None, workers: i
     everything = [clip for clips in loaded.values() for clip in clips]
     for damaged in store.verify(everything) if verify else ():
         log.warning("%s: decoded again", damaged)
-    with tqdm(total=len({c.media_key for c in store.stale(everything)}), desc=f"decode {task_name}", unit="clip",
-              disable=None) as bar:
-        store.fill(everything, progress=lambda done, total: bar.update(1), workers=workers)
+    ticker = Ticker(f"decode {task_name}", len({c.media_key for c in store.stale(everything)}), "clips")
+    store.fill(everything, progress=lambda done, total: ticker.update(), workers=workers)
+    ticker.close()
     needs_video = "video" in spec.modalities
     manifest = store.dir / f"manifest-{task_name}.csv"
     summary = {}

@@ -1,9 +1,10 @@
 """Typed run configuration: dataclass defaults, YAML files and dotted CLI overrides (design/style.md).
 
 Defaults live here only. A YAML file and `key.sub=value` overrides are merged onto them and type-checked;
-an unknown key is an error that names it and suggests the closest one. Fields left at `None` with the comment
-"(protocol)" take their value from the chosen protocol (`paper` or `released-code`, architecture.md), and the
-resolved config, with every switch concrete, is what each run records.
+an unknown key is an error that names it and suggests the closest one. Every field carries its meaning
+(`setting`), which `clip4vla config show` prints. Fields left at `None` whose meaning says "(protocol)" take their
+value from the chosen protocol (`paper` or `released-code`, architecture.md), and the resolved config, with every
+switch concrete, is what each run records.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,109 +26,150 @@ from benchmark.registry import closest
 Protocol = Literal["paper", "released-code"]
 
 
+def setting(default: Any = dataclasses.MISSING, meaning: str = "", factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its meaning, kept next to it: the one text `clip4vla config show` prints."""
+    return field(default=default, default_factory=factory, metadata={"meaning": meaning})
+
+
+def meanings(cls: type, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> meaning of every key of config dataclass `cls`, sections included ("model", "model.init")."""
+    hints = _field_types(cls)
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        out[prefix + f.name] = f.metadata.get("meaning", "")
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(meanings(hints[f.name], f"{prefix}{f.name}."))
+    return out
+
+
 @dataclass
 class ModelConfig:
-    clip_name: str = "ViT-B-32-quickgelu"  # open_clip model config (OpenAI weights need QuickGELU)
-    pretrained: str | None = "openai"  # open_clip tag, a local checkpoint path, or null for random weights
-    audio_init: Literal["visual", "random"] = "visual"  # audio tower copied from the image tower (spec §2.3)
-    type_token: Literal["off", "index", "mix", "both"] = "mix"  # spec §2.3 modes -1 / 2 / c / 3
-    type_mix: float = 0.5  # c in (1-c)·e0 + c·e1 for mode "mix" (per task, spec §9.1)
-    type_pos_init_std: float | None = None  # std of the new TYPE positional row (protocol)
-    learnable_logit_scale: bool | None = None  # learnable (paper) or fixed (released-code), capped at 100
-    logit_scale_init: float = 100.0  # similarity scale at the start (spec §2.4); random weights learn faster lower
-    init: str | None = None  # CLIP4VLA checkpoint (or a stage's checkpoint folder: its best, else newest) to start from
-    fusion: Literal["feat_avg", "loose_seq"] = "feat_avg"  # (v + a) / 2, optionally after the cross transformer
-    cross_layers: int = 4  # cross transformer depth, initialised from CLIP text layers 0.. (spec §2.6)
-    decoder: bool = False  # build the caption decoder (cross transformer + tied LM head, spec §2.7)
-    supervise_pad: bool | None = None  # caption CE also on padding targets, as the authors' code (protocol)
+    clip_name: str = setting("ViT-B-32-quickgelu", "open_clip model config (OpenAI weights need QuickGELU)")
+    pretrained: str | None = setting("openai", "open_clip tag, a local checkpoint path, or null for random weights")
+    audio_init: Literal["visual", "random"] = setting("visual", "audio tower copied from the image tower (visual, "
+                                                      "spec §2.3) or randomly initialised")
+    type_token: Literal["off", "index", "mix", "both"] = setting("mix", "audio type token: spec §2.3 modes -1 / 2 / "
+                                                                 "c / 3")
+    type_mix: float = setting(0.5, "c in (1-c)·e0 + c·e1 for type_token mix (per task, spec §9.1)")
+    type_pos_init_std: float | None = setting(None, "std of the new TYPE positional row (protocol)")
+    learnable_logit_scale: bool | None = setting(None, "similarity scale learnable (paper) or fixed (released-code), "
+                                                 "capped at 100 (protocol)")
+    logit_scale_init: float = setting(100.0, "similarity scale at the start (spec §2.4); random weights learn faster "
+                                      "lower")
+    init: str | None = setting(None, "CLIP4VLA checkpoint (or a stage's checkpoint folder: its best, else newest) "
+                               "to start from")
+    fusion: Literal["feat_avg", "loose_seq"] = setting("feat_avg", "video+audio feature: (v + a) / 2, optionally "
+                                                       "after the cross transformer (loose_seq)")
+    cross_layers: int = setting(4, "cross transformer depth, initialised from CLIP text layers 0.. (spec §2.6)")
+    decoder: bool = setting(False, "build the caption decoder (cross transformer + tied LM head, spec §2.7); on "
+                            "for captioning tasks")
+    supervise_pad: bool | None = setting(None, "caption cross-entropy also on padding targets, as the authors' code "
+                                         "(protocol)")
 
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # folder holding one sub-folder per dataset (each task's data_dir)
-    cache: str | None = None  # the media store (WebDataset shards); default <root>/clip4vla-cache
-    audio_template: str | None = None  # per-clip audio file of tasks that ship them, e.g. "audio/Y{youtube_id}.wav"
-    stft_pad_mode: Literal["constant", "reflect"] = "constant"  # librosa 0.9 zeros (default) or 0.8 reflect (spec §3)
-    max_words: int = 32  # text tokens incl. SOT/EOT (spec §5)
-    max_frames: int = 12  # frames at 1 fps, uniformly subsampled beyond this (spec §4)
-    max_audio_segments: int = 16  # 224-frame log-mel segments, centred window (spec §3)
-    # architecture.md missing-audio policy (task): `zero` for tasks with video, `miss` for audio-only ones
-    missing_audio: Literal["zero", "drop", "miss"] | None = None
-    limit: int | None = None  # use only the first N clips of each split (lm-eval --limit)
-    val_fraction: float = 0.05  # training clips held out for model selection when a task has no val split
-    workers: int | None = None  # DataLoader worker processes; None: one per CPU core but one, at most 8
-    audio_bits: Literal[16, 24] = 24  # stored PCM: 24 within 0.004 dB of the float log-mel; 16 halves the bytes
-    shard_mb: int = 1024  # size of the store's tar shards: a killed `prepare` loses at most one
-    bad_entry: Literal["error", "skip"] = "error"  # a damaged store entry: stop, or go on without its media
+    root: str | None = setting(None, "folder holding one sub-folder per dataset (each task's data_dir)")
+    cache: str | None = setting(None, "the media store (WebDataset shards); default <root>/clip4vla-cache")
+    audio_template: str | None = setting(None, "per-clip audio file of tasks that ship them, e.g. "
+                                         "\"audio/Y{youtube_id}.wav\"")
+    stft_pad_mode: Literal["constant", "reflect"] = setting("constant", "STFT padding: librosa 0.9 zeros (constant) "
+                                                            "or 0.8 reflect (spec §3)")
+    max_words: int = setting(32, "text tokens incl. SOT/EOT (spec §5)")
+    max_frames: int = setting(12, "frames at 1 fps, uniformly subsampled beyond this (spec §4)")
+    max_audio_segments: int = setting(16, "224-frame log-mel segments, centred window (spec §3)")
+    missing_audio: Literal["zero", "drop", "miss"] | None = setting(None, "a clip without audio: zero feature, "
+                                                                    "dropped, or ranked last (task: zero with video, "
+                                                                    "miss for audio-only tasks; architecture.md)")
+    limit: int | None = setting(None, "use only the first N clips of each split (lm-eval --limit)")
+    val_fraction: float = setting(0.05, "training clips held out for model selection when a task has no val split")
+    workers: int | None = setting(None, "DataLoader worker processes; null: one per CPU core but one, at most 8")
+    audio_bits: Literal[16, 24] = setting(24, "stored PCM bits: 24 within 0.004 dB of the float log-mel; 16 halves "
+                                          "the bytes")
+    shard_mb: int = setting(1024, "size of the store's tar shards in MiB: a killed `prepare` loses at most one")
+    bad_entry: Literal["error", "skip"] = setting("error", "a damaged store entry: stop, or go on without its media")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, tests)
-    batch_size: int = 128  # global batch per optimizer step
-    grad_accum: int = 1  # micro-batches per step; the contrastive batch is batch_size / grad_accum (spec §7.2)
-    lr: float = 5e-4  # new modules
-    coef_lr: float = 2e-4  # encoders train at lr * coef_lr (spec §8)
-    weight_decay: float = 0.2
-    warmup: float = 0.1  # fraction of steps with linear warmup, then cosine over the whole run (spec §8)
-    grad_clip: float = 1.0  # global gradient-norm clip
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 uses a GradScaler (GPU)
-    grad_checkpointing: bool = False  # recompute tower activations in backward: less memory, more time
-    param_groups: Literal["clean", "released"] | None = None  # lr / weight-decay groups (protocol), see train.py
-    log_every: int = 10  # optimizer steps between logged training metrics
-    checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
-    eval_every: int = 0  # steps between model-selection evaluations; the best is kept and restored (0: none)
-    keep_last: int = 2  # newest checkpoints kept besides the best (>= 1: --resume continues from the newest)
-    skip_nonfinite: bool = False  # a non-finite loss skips its step (counted) instead of stopping the run
+    epochs: int = setting(10, "passes over the training data")
+    max_steps: int | None = setting(None, "stop after this many optimizer steps (smoke runs, tests); 0 skips the stage")
+    batch_size: int = setting(128, "global batch per optimizer step")
+    grad_accum: int = setting(1, "micro-batches per step; the contrastive batch is batch_size / grad_accum "
+                              "(spec §7.2)")
+    lr: float = setting(5e-4, "peak learning rate of the new modules")
+    coef_lr: float = setting(2e-4, "encoders train at lr * coef_lr (spec §8)")
+    weight_decay: float = setting(0.2, "AdamW weight decay")
+    warmup: float = setting(0.1, "fraction of steps with linear warmup, then cosine over the whole run (spec §8)")
+    grad_clip: float = setting(1.0, "global gradient-norm clip")
+    precision: Literal["fp32", "bf16", "fp16"] = setting("fp32", "autocast dtype; fp16 uses a GradScaler (GPU)")
+    grad_checkpointing: bool = setting(False, "recompute tower activations in backward: less memory, more time")
+    param_groups: Literal["clean", "released"] | None = setting(None, "lr / weight-decay groups, see train.py "
+                                                                "(protocol)")
+    log_every: int = setting(10, "optimizer steps between logged training metrics")
+    checkpoint_every: int = setting(0, "optimizer steps between checkpoints (0: only at the end)")
+    eval_every: int = setting(0, "steps between model-selection evaluations; the best is kept and restored (0: none)")
+    keep_last: int = setting(2, "newest checkpoints kept besides the best (>= 1: --resume continues from the newest)")
+    skip_nonfinite: bool = setting(False, "a non-finite loss skips its step (counted) instead of stopping the run")
 
 
 @dataclass
 class LossConfig:
-    intra_modal: bool = True  # L_AA, audio vs its SpecAugment view (spec §6.2)
-    text_video: bool = False  # add L_TV to the pre-training loss (always logged, spec §6.1)
-    released_terms: bool | None = None  # doubled L_VA + L_TT + L_VV, as the released script (protocol)
-    symmetric_finetune: bool | None = None  # t<->clip (paper) or t->clip only (released-code) (protocol)
+    intra_modal: bool = setting(True, "L_AA, audio vs its SpecAugment view (spec §6.2)")
+    text_video: bool = setting(False, "add L_TV to the pre-training loss (always logged, spec §6.1)")
+    released_terms: bool | None = setting(None, "doubled L_VA + L_TT + L_VV, as the released script (protocol)")
+    symmetric_finetune: bool | None = setting(None, "fine-tuning loss t<->clip (paper) or t->clip only "
+                                              "(released-code) (protocol)")
 
 
 @dataclass
 class EvalConfig:
-    split: str | None = None  # the split scored: one of the task's splits (`clip4vla tasks`); None: its test split
-    batch_size: int = 64
-    ties: Literal["average", "optimistic", "pessimistic"] = "average"  # rank of tied scores (spec §10.1)
-    selection_split: Literal["val", "test"] | None = None  # model selection split (protocol)
-    postprocess: Literal["none", "dual_softmax", "inverted_softmax"] = "none"  # recorded in the fingerprint
-    postprocess_temperature: float = 0.01
-    bootstrap: int = 1000  # resamples of the test queries for 95% intervals (0: none)
-    beam: int = 5  # caption decoding beam size (spec §2.7); 1 is greedy
+    split: str | None = setting(None, "the split scored: one of the task's splits (`clip4vla tasks`); null: its "
+                                "test split")
+    batch_size: int = setting(64, "clips encoded at once")
+    ties: Literal["average", "optimistic", "pessimistic"] = setting("average", "rank of tied scores (spec §10.1)")
+    selection_split: Literal["val", "test"] | None = setting(None, "model selection split (protocol)")
+    postprocess: Literal["none", "dual_softmax", "inverted_softmax"] = setting("none", "similarity re-normalisation "
+                                                                               "before ranking; recorded in the "
+                                                                               "fingerprint")
+    postprocess_temperature: float = setting(0.01, "softmax temperature of eval.postprocess")
+    bootstrap: int = setting(1000, "resamples of the test queries for 95% intervals (0: none)")
+    beam: int = setting(5, "caption decoding beam size (spec §2.7); 1 is greedy")
 
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None  # MLflow tracking URI; default: MLFLOW_TRACKING_URI, else a SQLite file in the output
-    experiment: str = "clip4vla"
-    system_metrics_s: float = 10.0  # CPU/GPU/memory use logged every N seconds of a training stage (0: none)
+    uri: str | None = setting(None, "MLflow tracking URI; default: MLFLOW_TRACKING_URI, else a SQLite file in the "
+                              "output folder")
+    experiment: str = setting("clip4vla", "MLflow experiment the runs log to (a suite's default: clip4vla-<suite>)")
+    system_metrics_s: float = setting(10.0, "CPU/GPU/memory use logged every N seconds of a training stage (0: none)")
 
 
 @dataclass
 class RunConfig:
-    protocol: Protocol = "paper"
-    seed: int = 42
-    device: str = "auto"  # "auto" = cuda when available, else cpu
-    task: str | None = None  # downstream task fine-tuned and evaluated (`clip4vla tasks`)
-    pretrain_corpus: list[str] = field(default_factory=list)  # corpora (`clip4vla tasks`, kind corpus)
-    pretrain_mix: list[float] | None = None  # weight per pretrain_corpus entry; null: every item once per epoch
-    pretrain_epoch_size: int | None = None  # items per pre-training epoch with pretrain_mix (default: all items)
-    modalities: list[str] | None = None  # restrict the task's modalities, e.g. [text, video] = CLIP4Clip-meanP
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    # Stage-2 pre-training recipe of the released script (spec §7.2), per optimizer step of 4096 samples.
-    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=4096, lr=1e-7, coef_lr=1.0))
-    # The video-retrieval recipe of spec §9.1: encoders at 5e-4 * 2e-4 = 1e-7, new modules at 5e-4.
-    finetune: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    protocol: Protocol = setting("paper", "paper or released-code: fills every (protocol) switch left at null "
+                                 "(README \"Protocols\")")
+    seed: int = setting(42, "seed of the model's initialisation, the data order and the augmentations")
+    device: str = setting("auto", "torch device; auto = cuda when available, else cpu")
+    task: str | None = setting(None, "downstream task fine-tuned and evaluated (`clip4vla tasks`)")
+    pretrain_corpus: list[str] = setting(factory=list, meaning="pre-training corpora (`clip4vla tasks`, kind corpus)")
+    pretrain_mix: list[float] | None = setting(None, "weight per pretrain_corpus entry; null: every item once per "
+                                               "epoch")
+    pretrain_epoch_size: int | None = setting(None, "items per pre-training epoch with pretrain_mix (default: all "
+                                              "items)")
+    modalities: list[str] | None = setting(None, "restrict the task's modalities, e.g. [text, video] = "
+                                           "CLIP4Clip-meanP")
+    model: ModelConfig = setting(factory=ModelConfig, meaning="the model: open_clip towers, audio tower, fusion, "
+                                 "decoder")
+    data: DataConfig = setting(factory=DataConfig, meaning="datasets, media store and preprocessing")
+    loss: LossConfig = setting(factory=LossConfig, meaning="the loss terms (spec §6)")
+    pretrain: TrainConfig = setting(factory=lambda: TrainConfig(batch_size=4096, lr=1e-7, coef_lr=1.0),
+                                    meaning="the pre-training recipe: stage 2 of the released script (spec §7.2), "
+                                    "per optimizer step of 4096 samples")
+    finetune: TrainConfig = setting(factory=TrainConfig, meaning="the fine-tuning recipe: video retrieval's, spec "
+                                    "§9.1 (encoders at 5e-4 * 2e-4 = 1e-7, new modules at 5e-4)")
+    eval: EvalConfig = setting(factory=EvalConfig, meaning="how a split is scored")
+    tracking: TrackingConfig = setting(factory=TrackingConfig, meaning="where the runs are recorded (MLflow)")
 
 
 # What each protocol means for the "(protocol)" switches (architecture.md "Protocols"; spec §2.3, §2.4, §6, §12).
@@ -157,6 +200,29 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested plain dict of a config dataclass (what YAML and MLflow params see)."""
     return dataclasses.asdict(cfg)
+
+
+def annotated_yaml(cfg: Any) -> str:
+    """`cfg` as YAML with each key's meaning as a comment (`clip4vla config show`): without the comments, the
+    mapping a run records as its config.yaml, so the output is a valid `--config` file."""
+    rows = list(_annotated_rows(cfg, ""))
+    width = min(max(len(key) for key, _ in rows), 60)
+    return "\n".join(f"{key:<{width}}  # {meaning}" for key, meaning in rows)
+
+
+def _annotated_rows(cfg: Any, indent: str) -> Iterator[tuple[str, str]]:
+    for f in dataclasses.fields(cfg):
+        value, meaning = getattr(cfg, f.name), f.metadata.get("meaning", "")
+        if dataclasses.is_dataclass(value):
+            yield f"{indent}{f.name}:", meaning
+            yield from _annotated_rows(value, indent + "  ")
+        else:
+            yield f"{indent}{f.name}: {yaml_value(value)}", meaning
+
+
+def yaml_value(value: Any) -> str:
+    """One value as YAML on one line (flow style), e.g. null, 1.0e-07, [audioset, howto100m]."""
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("...\n").strip()
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -394,7 +460,8 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
         recipe: TrainConfig = getattr(cfg, stage)
         if recipe.batch_size % recipe.grad_accum:
             raise UserError(f"config key '{stage}.grad_accum' ({recipe.grad_accum}) must divide "
-                            f"'{stage}.batch_size' ({recipe.batch_size}): each step reads grad_accum equal micro-batches")
+                            f"'{stage}.batch_size' ({recipe.batch_size}): each step reads grad_accum equal "
+                            "micro-batches")
     _check_modalities(cfg)
     _check_eval_split(cfg)
     _check_pretrain_mix(cfg)

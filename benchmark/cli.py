@@ -188,7 +188,8 @@ def only_experiment(uri: str) -> str:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     """Print a benchmark table (results are recorded in README's performance section)."""
-    from benchmark.perf import CASES, perf_data, perf_metrics, perf_model, perf_train
+    from benchmark.perf import perf_data, perf_metrics, perf_model, perf_train
+    from benchmark.perf_recipes import CASES
 
     if args.what == "data":
         if not args.task:
@@ -331,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and read")
     p.add_argument("--scale", choices=("tiny", "small"), default="small", help="perf data: generated size")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
-    p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--iters", type=int, default=3, help="perf model, perf train: timed steps after one warm-up step")
     p.add_argument("--precisions", default="fp32,bf16", help="perf train: comma-separated fp32, bf16")
     p.add_argument("--clips", default="10000,100000,1000000", help="perf scale: comma-separated corpus sizes")
     p.add_argument("--workers", type=int, default=2, help="perf scale: DataLoader worker processes")

@@ -378,13 +378,15 @@ def only_experiment(uri: str) -> str:
 def cmd_perf(args: argparse.Namespace) -> int:
     """Benchmarks, each printed as a table (README's Performance section records them).
 
-    model: forward + backward time per sample and peak memory (CPU); train: whole steps, fp32/bf16, SDPA/math,
+    model: forward + backward per sample and peak memory of the paper's training recipes (configs/paper.yaml,
+    CPU), SDPA vs math; train: whole optimizer steps of those recipes through train.py's loop, fp32/bf16,
     checkpointing; data: decode and read on --task's generated dataset; metrics: scoring time at each retrieval
     task's test size; scale: opening a generated corpus and store of N clips and its first batch, with memory per
     DataLoader worker; gpu: the GPU check (training steps at the paper's shapes, bf16 and fp32, caption decoding,
     the data path, an NCCL step), one line and nothing else without CUDA.
     """
-    from benchmark.perf import CASES, perf_data, perf_metrics, perf_model, perf_train
+    from benchmark.perf import perf_data, perf_metrics, perf_model, perf_train
+    from benchmark.perf_recipes import CASES
 
     if args.what == "data":
         if not args.task:
@@ -562,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and read")
     p.add_argument("--scale", choices=("tiny", "small"), default="small", help="perf data: generated size")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
-    p.add_argument("--iters", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--iters", type=int, default=3, help="perf model, perf train: timed steps after one warm-up step")
     p.add_argument("--precisions", default="fp32,bf16", help="perf train: comma-separated fp32, bf16")
     p.add_argument("--clips", default="10000,100000,1000000", help="perf scale: comma-separated corpus sizes")
     p.add_argument("--workers", type=int, default=2, help="perf scale: DataLoader worker processes")

@@ -1,12 +1,9 @@
 """Benchmarks that print a table (results are recorded in README's performance section).
 
-`clip4vla perf model`: forward+backward time per sample and peak memory of a fine-tune step (CPU). Each
-(model, attention) case runs in its own process so that its peak resident memory is its own. Inputs are
-like 10-30 s web videos: batch 4, max 12 frames and 16 audio segments, with real lengths shorter than that so padding
-exists (10/12/11/8 frames, 16/9/12/6 segments); the loss is the retrieval fine-tuning loss on t->(v+a).
-
-`clip4vla perf train`: whole training steps (forward, backward, AdamW) per precision (fp32, bf16 autocast),
-attention (SDPA, math) and gradient checkpointing (off, on), same inputs.
+`clip4vla perf model` and `perf train`: the training recipes of configs/paper.yaml (benchmark/perf_recipes.py):
+forward + backward alone per attention (SDPA, math), and whole optimizer steps of train.py's loop per precision
+(fp32, bf16 autocast) and gradient checkpointing (off, on); each case in its own process so that its peak
+resident memory is its own, at least 3 timed steps after a warm-up, the median and the spread printed.
 
 `clip4vla perf data --task TASK`: decode throughput (media -> cache) and cached-read throughput (cache -> model
 inputs), in clips per second, in this process and with 2 worker processes, on the task's generated dataset.
@@ -16,75 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
 import time
 
 import torch
 
-CASES = {"tiny": "tiny-clip4vla", "vit-b-32": "ViT-B-32-quickgelu"}
-FRAMES, SEGMENTS = (10, 12, 11, 8), (16, 9, 12, 6)
 
-
-def _batch(max_frames: int = 12, max_segments: int = 16, encode_padding: bool = False) -> dict[str, torch.Tensor]:
-    """Video-retrieval-like inputs; `encode_padding` marks padding as real, the work the authors' code does."""
-    torch.manual_seed(0)
-    n = len(FRAMES)
-    frame_mask = (torch.arange(max_frames)[None] < torch.tensor(FRAMES)[:, None]).float()
-    audio_mask = (torch.arange(max_segments)[None] < torch.tensor(SEGMENTS)[:, None]).float()
-    if encode_padding:
-        frame_mask, audio_mask = torch.ones_like(frame_mask), torch.ones_like(audio_mask)
-    return {
-        "tokens": torch.randint(1, 49000, (n, 32)).index_fill_(1, torch.tensor([31]), 49407),
-        "frames": torch.randn(n, max_frames, 3, 224, 224), "frame_mask": frame_mask,
-        "audio": torch.randn(n, max_segments, 3, 224, 224), "audio_mask": audio_mask,
-        "audio_type": torch.ones(n, dtype=torch.long),
-    }
-
-
-def run_case(case: str, attention: str, iters: int, precision: str = "fp32", checkpointing: bool = False,
-             optimizer_step: bool = False, encode_padding: bool = False) -> dict[str, float]:
-    """Time `iters` fine-tune steps after one warm-up step, in this process: forward + backward, and with
-    `optimizer_step` the AdamW step too (the training loop's fused AdamW, spec §8)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from benchmark.config import load_config
-    from benchmark.losses import RetrievalLoss
-    from benchmark.model import build_model
-    from benchmark.train import adamw, param_groups
-
-    cfg = load_config({}, [f"model.clip_name={CASES[case]}", "model.pretrained=null"])
-    model = build_model(cfg.model)
-    model.set_grad_checkpointing(checkpointing)
-    optimizer = adamw(param_groups(model, cfg.finetune))
-    loss_fn = RetrievalLoss(cfg.loss, "fused")
-    batch = _batch(encode_padding=encode_padding)
-    backends = [SDPBackend.MATH] if attention == "math" else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    times = []
-    with sdpa_kernel(backends):
-        for i in range(iters + 1):
-            start = time.perf_counter()
-            with autocast:
-                loss = sum(loss_fn(model(batch)).values())
-            loss.backward()
-            if optimizer_step:
-                optimizer.step()
-            model.zero_grad(set_to_none=True)
-            if i:  # the first step warms up allocators and kernels
-                times.append(time.perf_counter() - start)
-    return {
-        "seconds_per_sample": statistics.median(times) / len(FRAMES),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
-    }
-
-
-def _child(case: str, attention: str, iters: int, precision: str, checkpointing: bool, step: bool,
-           encode_padding: bool = False) -> dict:
-    args = [case, attention, str(iters), precision, str(int(checkpointing)), str(int(step)), str(int(encode_padding))]
+def _child(kind: str, case: str, recipe: str, iters: int, precision: str = "fp32", checkpointing: bool = False,
+           attention: str = "sdpa") -> dict:
+    """One timed case in a fresh process, so that its peak resident memory is its own."""
+    args = [kind, case, recipe, str(iters), precision, str(int(checkpointing)), attention]
     proc = subprocess.run([sys.executable, "-m", "benchmark.perf", *args], capture_output=True, text=True,
                           check=False)
     if proc.returncode != 0:
@@ -92,40 +31,49 @@ def _child(case: str, attention: str, iters: int, precision: str, checkpointing:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _spread(row: dict) -> str:
+    low, high = row["spread"]
+    return f"{row['seconds_per_sample']:.3f} ({low:.3f}-{high:.3f}, {row['steps']} steps)"
+
+
 def perf_model(cases: list[str], iters: int) -> list[dict]:
-    """Forward + backward per (model, attention), each in a fresh process; prints a Markdown table."""
+    """Forward + loss + backward per (model, paper recipe, attention), each in a fresh process; a Markdown
+    table."""
+    from benchmark.perf_recipes import paper_recipes
+
     rows = []
-    print("| model | params (M) | attention | fwd+bwd s/sample | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    print("| model | params (M) | recipe | attention | fwd+bwd s/sample: median (min-max, steps) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
     for case in cases:
-        for attention in ("sdpa", "math"):
-            row = {"model": case, "attention": attention, **_child(case, attention, iters, "fp32", False, False)}
-            rows.append(row)
-            print(f"| {case} | {row['parameters_m']:.1f} | {attention} | {row['seconds_per_sample']:.3f} | "
-                  f"{row['peak_rss_mb']:.0f} |", flush=True)
+        for recipe in paper_recipes(case):
+            for attention in ("sdpa", "math"):
+                row = {"model": case, "recipe": recipe.name, "attention": attention,
+                       **_child("model", case, recipe.name, iters, attention=attention)}
+                rows.append(row)
+                print(f"| {case} | {row['parameters_m']:.1f} | {recipe.name} | {attention} | {_spread(row)} | "
+                      f"{row['peak_rss_mb']:.0f} |", flush=True)
     return rows
 
 
 def perf_train(cases: list[str], iters: int, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[dict]:
-    """Whole training steps (forward, backward, AdamW) per (model, precision, attention, checkpointing), and
-    a last row per model that also encodes the padding: the same numerics doing the authors' amount of work."""
+    """Whole optimizer steps of train.py's loop per (model, paper recipe, precision, gradient checkpointing),
+    each in a fresh process; a Markdown table."""
+    from benchmark.perf_recipes import paper_recipes
+
     rows = []
-    print("| model | precision | attention | grad checkpointing | train step s/sample | peak RSS (MB) |")
+    print("| model | recipe | precision | grad checkpointing | train step s/sample: median (min-max, steps) | "
+          "peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for case in cases:
-        baseline = _child(case, "sdpa", iters, "fp32", False, True, encode_padding=True)
-        rows.append({"model": case, "padding_encoded": True, **baseline})
-        print(f"| {case} | fp32 | sdpa | off, **padding encoded** (the authors' work) | "
-              f"{baseline['seconds_per_sample']:.3f} | {baseline['peak_rss_mb']:.0f} |", flush=True)
-        for precision in precisions:
-            for attention in ("sdpa", "math"):
+        for recipe in paper_recipes(case):
+            for precision in precisions:
                 for checkpointing in (False, True):
-                    row = {"model": case, "precision": precision, "attention": attention,
+                    row = {"model": case, "recipe": recipe.name, "precision": precision,
                            "checkpointing": checkpointing,
-                           **_child(case, attention, iters, precision, checkpointing, True)}
+                           **_child("train", case, recipe.name, iters, precision, checkpointing)}
                     rows.append(row)
-                    print(f"| {case} | {precision} | {attention} | {'on' if checkpointing else 'off'} | "
-                          f"{row['seconds_per_sample']:.3f} | {row['peak_rss_mb']:.0f} |", flush=True)
+                    print(f"| {case} | {recipe.name} | {precision} | {'on' if checkpointing else 'off'} | "
+                          f"{_spread(row)} | {row['peak_rss_mb']:.0f} |", flush=True)
     return rows
 
 
@@ -261,15 +209,19 @@ def perf_metrics(resamples: int = 1000) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":  # one case, in a child process of perf_model
+if __name__ == "__main__":  # one case, in a child process of perf_model / perf_train
+    from benchmark.perf_recipes import CASES, paper_recipes, time_forward_backward, time_training_steps
+
     parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=("model", "train"))
     parser.add_argument("case", choices=sorted(CASES))
-    parser.add_argument("attention", choices=("sdpa", "math"))
+    parser.add_argument("recipe")
     parser.add_argument("iters", type=int)
     parser.add_argument("precision", choices=("fp32", "bf16"))
     parser.add_argument("checkpointing", type=int)
-    parser.add_argument("step", type=int)
-    parser.add_argument("encode_padding", type=int)
+    parser.add_argument("attention", choices=("sdpa", "math"))
     args = parser.parse_args()
-    print(json.dumps(run_case(args.case, args.attention, args.iters, args.precision, bool(args.checkpointing),
-                              bool(args.step), bool(args.encode_padding))))
+    (recipe,) = paper_recipes(args.case, args.precision, bool(args.checkpointing), names=(args.recipe,))
+    timed = time_training_steps(recipe, args.iters) if args.kind == "train" else \
+        time_forward_backward(recipe, args.iters, args.attention)
+    print(json.dumps(timed))

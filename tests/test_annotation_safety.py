@@ -94,11 +94,11 @@ def test_offline_audio_that_is_not_a_regular_file_falls_back_to_the_video_track(
 
 def test_a_split_without_usable_media_is_one_line_before_any_model_is_built(msrvtt_small, tiny_config, tmp_path,
                                                                               monkeypatch, capsys):
-    import benchmark.pipeline
+    import benchmark.stages
     from benchmark.cli import main
 
     annotations_copy(msrvtt_small[0], tmp_path / "data")  # every video missing
-    monkeypatch.setattr(benchmark.pipeline, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(benchmark.stages, "build_model", lambda *a, **k: pytest.fail("a model was built"))
     assert main(["evaluate", "msrvtt_retrieval", "--config", str(tiny_config), "--out", str(tmp_path / "out"),
                  f"data.root={tmp_path / 'data'}", f"data.cache={tmp_path / 'cache'}"]) == 2
     (message,) = capsys.readouterr().err.strip().splitlines()

@@ -16,13 +16,13 @@ import fcntl
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from benchmark.errors import UserError
+from benchmark.records import invocation
 
 LOCK_NAME = ".clip4vla.lock"
 log = logging.getLogger("clip4vla")
@@ -31,8 +31,8 @@ _held: dict[Path, bool] = {}  # lock file -> shared?, of this process: a nested 
 
 def holder_line() -> str:
     """Who holds a lock, as written into the lock file."""
-    command = " ".join(["clip4vla", *sys.argv[1:]])[:300]
-    return f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: {command}"
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    return f"pid {os.getpid()} on host {socket.gethostname()}, since {since}: {invocation()[:300]}"
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from benchmark.errors import UserError
 from benchmark.media.decode import Preprocessing
 from benchmark.media.store import MediaStore
 from benchmark.progress import Progress
-from benchmark.records import RunRecord, git_state, package_versions
+from benchmark.records import RunRecord, git_state, hardware, invocation, package_versions
 from benchmark.registry import load_tasks
 from benchmark.stage_config import stage_config
 from benchmark.stages import (
@@ -91,8 +91,9 @@ def open_session(cfg: RunConfig, out: Path, tracker: Tracker | None, parent: Tra
     device = distributed.setup(resolve_device(cfg.device))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     environment = {**git_state(), "packages": package_versions(), "device": str(device),
-                   "world_size": distributed.world_size()}
+                   "world_size": distributed.world_size(), "hardware": hardware(accelerator), "command": invocation()}
     return Session(out, tracker, parent, progress, media_store(cfg), device, environment,
                    {"variant": "default", **(tags or {})}, resume)
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import platform
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -56,6 +59,17 @@ def git_state() -> dict[str, Any]:
         return {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": "unknown", "git_dirty": None}
+
+
+def invocation() -> str:
+    """The command line of this process as a user typed it, e.g. "clip4vla sweep paper" (cut at 500 characters)."""
+    return " ".join(["clip4vla", *sys.argv[1:]])[:500]
+
+
+def hardware(accelerator: str | None) -> str:
+    """What ran it, for the report's provenance: the accelerator's name (e.g. "NVIDIA H200"), else the CPU's
+    architecture and core count."""
+    return accelerator or f"{platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 def package_versions() -> dict[str, str]:

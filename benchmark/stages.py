@@ -35,6 +35,7 @@ from benchmark.original_checkpoint import check_imported
 from benchmark.progress import Progress
 from benchmark.records import RunRecord, fingerprint
 from benchmark.registry import load_tasks
+from benchmark.synthetic import is_generated
 from benchmark.task_kinds import Scoring, TaskKind, kind_of
 from benchmark.tracking import NullRun, RunLedger, TrackedRun, Tracker
 from benchmark.train import checkpoint_dir, train
@@ -389,9 +390,11 @@ def run_tags(inputs: StageInputs, data: list[Prepared], precision: str, global_b
         "protocol": inputs.cfg.protocol, "seed": inputs.cfg.seed,
         "protocol_fingerprint": joined(protocol_fingerprint(inputs, p) for p in data),
         "data_manifest": joined(p.split.manifest_hash() for p in data),
+        "data_generated": any(is_generated(Path(inputs.cfg.data.root) / p.task.spec.data_dir) for p in data),
         "config_fingerprint": fingerprint(to_dict(inputs.cfg)),
         "precision": precision, "global_batch": global_batch, "device": env["device"],
-        "world_size": env["world_size"], "git_sha": env["git_sha"], "git_dirty": env["git_dirty"],
+        "world_size": env["world_size"], "hardware": env["hardware"], "command": env["command"],
+        "git_sha": env["git_sha"], "git_dirty": env["git_dirty"],
         **commit_tag(env["git_sha"]),
         **{f"version.{name}": v for name, v in env["packages"].items()}, **inputs.session.tags,
     }

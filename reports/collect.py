@@ -17,6 +17,7 @@ import baselines
 from benchmark.errors import UserError
 from benchmark.evaluate import DIRECTIONS
 from benchmark.metrics import CAPTION_METRICS
+from benchmark.records import invocation
 from benchmark.registry import closest, load_tasks
 from benchmark.tracking import Tracker
 from reports.render import write_comparison_report
@@ -25,7 +26,9 @@ from reports.tables import DEFAULT_MARGINS
 log = logging.getLogger("clip4vla")
 FINAL_LABELS = ("finetuned", "evaluated")  # "initial" and "pretrained" are the learning signal, not the result
 RANK_METRICS = ("R1", "R5", "R10", "MdR", "MnR")
-CURVE_KEYS = ("train/loss", "select/score")
+SELECTION_KEY = "select/score"
+PROVENANCE_TAGS = ("split", "protocol", "protocol_fingerprint", "data_manifest", "data_generated", "git_sha",
+                   "git_dirty", "device", "world_size", "hardware", "command")
 COUNTS = ("clips_used", "clips_listed", "missing_video", "missing_audio")
 # With no audio at all the fused feature is the video feature (spec §2.5: an item without audio is its video
 # alone), so a video-only run's t2v / v2t also stand for t2va / va2t, and the no-audio ablation pairs with the
@@ -59,17 +62,33 @@ def _metric_rows(run: dict[str, Any], intervals: Mapping[str, tuple[float, float
     return rows
 
 
-def collect(tracker: Tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, curves) of the tracker's experiment. Only FINISHED runs count, and of several results for one
-    (task, variant, seed, protocol fingerprint) only the newest: a plan run that was run again after a change of
-    its suite, or a single-run verb run twice, supersedes the older one instead of counting as another seed."""
+def curve_keys(run: dict[str, Any]) -> list[str]:
+    """The histories a training run's curves plot: each loss term (train/<term>_loss; their sum train/loss
+    differs in its terms by variant, so it is not compared) and the model-selection score."""
+    terms = sorted(k for k in run["metrics"] if k.startswith("train/") and k.endswith("_loss"))
+    return [*terms, SELECTION_KEY]
+
+
+def _provenance_row(run: dict[str, Any]) -> dict[str, Any]:
+    """What produced one result: its run's tags (code, data, hardware, command) and package versions."""
+    tags = run["tags"]
+    packages = ", ".join(f"{k.removeprefix('version.')} {v}" for k, v in sorted(tags.items())
+                         if k.startswith("version."))
+    return {**{t: tags.get(t, "") for t in PROVENANCE_TAGS}, "packages": packages}
+
+
+def collect(tracker: Tracker) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(results, curves, provenance) of the tracker's experiment; provenance has a row per result run. Only
+    FINISHED runs count, and of several results for one (task, variant, seed, protocol fingerprint) only the newest:
+    a plan run that was run again after a change of its suite, or a single-run verb run twice, supersedes the older
+    one instead of counting as another seed."""
     runs = tracker.search(finished_only=True)
     plan_variants: dict[str, str] = {}
     for run in runs:  # newest first
         key = run["tags"].get("sweep.key")
         if key and run["tags"].get("role") == "plan-run":
             plan_variants.setdefault(key, run["tags"].get("variant", ""))
-    results, curves, seen = [], [], set()
+    results, curves, provenance, seen = [], [], [], set()
     for run in runs:
         tags = run["tags"]
         if tags.get("sweep.key") and tags["sweep.key"] not in plan_variants:  # its plan run did not finish
@@ -91,16 +110,19 @@ def collect(tracker: Tracker) -> tuple[pd.DataFrame, pd.DataFrame]:
                 record = tracker.artifact_json(run["run_id"], "results.json") or {}
                 intervals = record.get("extra", {}).get("ci95", {})
                 results += [{**info, **row} for row in _metric_rows(run, intervals)]
+                provenance.append({**common, "variant": variant, **_provenance_row(run)})
             elif tags.get("stage") in ("pretrain", "finetune"):
-                history = [(key, *point) for key in CURVE_KEYS for point in tracker.history(run["run_id"], key)]
+                history = [(key, *point) for key in curve_keys(run) for point in tracker.history(run["run_id"], key)]
                 curves += [{**common, "stage": tags["stage"], "variant": variant, "step": step, "key": key,
                             "value": value} for key, step, value in history]
-    return pd.DataFrame(results, columns=RESULT_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS)
+    return (pd.DataFrame(results, columns=RESULT_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS),
+            pd.DataFrame(provenance, columns=PROVENANCE_COLUMNS))
 
 
 RESULT_COLUMNS = ["task", "variant", "seed", "split", "direction", "metric", "value", "protocol",
                   "protocol_fingerprint", *COUNTS, "ci_low", "ci_high", "run_id"]
 CURVE_COLUMNS = ["task", "stage", "variant", "seed", "step", "key", "value", "run_id"]
+PROVENANCE_COLUMNS = ["task", "variant", "seed", "run_id", *PROVENANCE_TAGS, "packages"]
 
 
 def main_scores(tasks: list[str]) -> dict[str, str]:
@@ -113,7 +135,7 @@ def write_report(tracker: Tracker, out: Path, title: str, reference_variant: str
                  published: Path | None = None, margins: Mapping[str, float] | None = None) -> dict[str, Path]:
     """report.md, report.html and tables.tex (+ plots/) in `out` from the tracker's experiment, against the
     shipped baselines or a `published` CSV of the same columns (e.g. a copy with the paper's numbers filled in)."""
-    results, curves = collect(tracker)
+    results, curves, provenance = collect(tracker)
     if results.empty:
         log.warning("no finished evaluation in experiment %s of %s: the report has no results of ours",
                     tracker.experiment, tracker.uri)
@@ -125,4 +147,4 @@ def write_report(tracker: Tracker, out: Path, title: str, reference_variant: str
         reference_variant = variants[0]  # runs made outside a suite: their one variant is the reference
     scores = main_scores(sorted(set(results["task"])))
     return write_comparison_report(results, curves, baselines.load(published), out, title, scores, reference_variant,
-                                   {**DEFAULT_MARGINS, **(margins or {})})
+                                   {**DEFAULT_MARGINS, **(margins or {})}, provenance, invocation())

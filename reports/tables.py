@@ -44,6 +44,7 @@ DIRECTION_ORDER = ("t2v", "v2t", "t2a", "a2t", "t2va", "va2t", CAPTION_DIRECTION
 SUMMARY_KEYS = ["task", "variant", "protocol_fingerprint", "direction", "metric"]
 CONTEXT_SEPARATOR = "context (different protocol)"
 ABSENT = "—"  # a cell with nothing to show (no run of ours, or no published number for it)
+COLLAPSE_OVER = 3  # more published baseline rows than this fold away below ours in the HTML report
 
 VERDICTS_VS_REFERENCE = {
     "pending": "the paper's number is not transcribed yet and no official log has one",
@@ -64,11 +65,15 @@ ABLATION_VERDICTS = {
 
 @dataclass
 class Table:
-    """A rendered table: a title, a DataFrame of strings, and the lines printed under it."""
+    """A rendered table: a title, a DataFrame of strings, and the lines printed under it. `ours` holds the
+    positions of the rows with our numbers (the HTML report highlights them); rows from `collapse_from` on are
+    published baselines that the HTML report folds away below ours when there are many."""
 
     title: str
     frame: pd.DataFrame
     footer: list[str] = field(default_factory=list)
+    ours: frozenset[int] = frozenset()
+    collapse_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -240,25 +245,23 @@ def _baseline_rows(baselines: pd.DataFrame, task: str, direction: str) -> pd.Dat
 # ------------------------------------------------------------------------------------------------ formatting
 
 
-def _decimals(value: float) -> int:
-    return 1 if abs(value) >= 1 else 3
+# Every metric is in points (R@K in %, caption scores x 100) or ranks, as the paper prints them: one decimal for
+# every number of every metric, so one column never mixes "0.512" and "46.1" (issue 15).
+DECIMALS = 1
 
 
-def format_number(value: float, decimals: int | None = None) -> str:
-    """One decimal when |value| >= 1, three below (caption scores may be fractions)."""
-    return f"{value:.{_decimals(value) if decimals is None else decimals}f}"
+def format_number(value: float) -> str:
+    return f"{value:.{DECIMALS}f}"
 
 
 def format_estimate(mean: float, ci_low: float, ci_high: float, ci_kind: str) -> str:
     """Mean and interval: "46.1 ± 0.8" for a seed interval (± the half-width), "46.1 [44.0, 48.2]" for a bootstrap
     one, the mean alone without an interval."""
-    decimals = _decimals(mean)
     if ci_kind == "seeds":
-        return f"{format_number(mean, decimals)} ± {format_number((ci_high - ci_low) / 2, decimals)}"
+        return f"{format_number(mean)} ± {format_number((ci_high - ci_low) / 2)}"
     if ci_kind == "test-set bootstrap":
-        low, high = format_number(ci_low, decimals), format_number(ci_high, decimals)
-        return f"{format_number(mean, decimals)} [{low}, {high}]"
-    return format_number(mean, decimals)
+        return f"{format_number(mean)} [{format_number(ci_low)}, {format_number(ci_high)}]"
+    return format_number(mean)
 
 
 def format_published(value: PublishedValue | None) -> str:
@@ -273,12 +276,12 @@ def _format_delta(ours_mean: float, reference: PublishedValue | None) -> str:
         return ABSENT
     if reference.pending:
         return "pending"
-    return format_signed(ours_mean - reference.value, _decimals(ours_mean))
+    return format_signed(ours_mean - reference.value)
 
 
-def format_signed(value: float, decimals: int) -> str:
+def format_signed(value: float) -> str:
     """A difference with its sign, "+1.0" / "-2.5"; one that rounds to zero prints "+0.0", never "-0.0"."""
-    return f"{round(value, decimals) + 0.0:+.{decimals}f}"
+    return f"{round(value, DECIMALS) + 0.0:+.{DECIMALS}f}"
 
 
 def _joined(values: Iterable) -> str:
@@ -299,6 +302,44 @@ def _ordered(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+SUMMARY_COLUMNS = ["task", "main score", "ours", "reference", "reference source", "Δ vs reference", "verdict",
+                   "seeds"]
+
+
+def summary_table(
+    results: pd.DataFrame, baselines: pd.DataFrame, main_scores: Mapping[str, str], reference_variant: str = "full",
+    margins: Mapping[str, float] = DEFAULT_MARGINS,
+) -> Table:
+    """The report's first table: per task (and protocol fingerprint of ours), its main score, ours (the reference
+    variant) against the reference on our split, Δ, the verdict and the seeds; a task without results says so."""
+    rows = []
+    for task, score in main_scores.items():
+        direction, metric = parse_main_score(score)
+        runs = results[(results["task"] == task) & (results["variant"] == reference_variant)
+                       & (results["direction"] == direction) & (results["metric"] == metric)]
+        if runs.empty:
+            rows.append({"task": task, "main score": score, **dict.fromkeys(SUMMARY_COLUMNS[2:], ABSENT),
+                         "verdict": f"no results of {reference_variant}"})
+        for summary in summarize_seeds(runs).itertuples():
+            split = set(runs.loc[runs["protocol_fingerprint"] == summary.protocol_fingerprint, "split"])
+            cited = reference_value(baselines, task, reference_variant, direction, metric, split)
+            source = ABSENT if cited is None else f"{cited.method}, {_joined(split)}"
+            rows.append({
+                "task": task, "main score": score,
+                "ours": format_estimate(summary.mean, summary.ci_low, summary.ci_high, summary.ci_kind),
+                "reference": format_published(cited), "reference source": source,
+                "Δ vs reference": _format_delta(summary.mean, cited),
+                "verdict": verdict_vs_reference(summary.ci_low, summary.ci_high, cited, metric,
+                                                margins.get(metric, 0.0)),
+                "seeds": ", ".join(map(str, summary.seeds)),
+            })
+    footer = [f"ours: {reference_variant}; intervals, references and verdicts as in each task's section",
+              _margin_line(_ordered({parse_main_score(s)[1] for s in main_scores.values()}, METRIC_ORDER), margins)]
+    return Table("Main scores", pd.DataFrame(rows, columns=SUMMARY_COLUMNS), footer)
 
 
 # ------------------------------------------------------------------------------------------ per-task tables
@@ -339,12 +380,14 @@ def _direction_table(
 
     rows = [{"": "reference", **{m: format_published(cited.get(m)) for m in metrics}}] if one_reference else []
     reference_lines = [_reference_line(cited, splits)] if one_reference else []
+    ours_rows: set[int] = set()
     for fingerprint in fingerprints:
         tag = f", {fingerprint}" if len(fingerprints) > 1 else ""
         runs = ours[ours["protocol_fingerprint"] == fingerprint]
         if not one_reference:
             rows.append({"": f"reference{tag}", **{m: format_published(cited_for[fingerprint][m]) for m in metrics}})
             reference_lines.append(f"{fingerprint}: {_reference_line(cited_for[fingerprint], split_of[fingerprint])}")
+        ours_rows.update(range(len(rows), len(rows) + 3))  # estimate, Δ and verdict
         rows += _ours_rows(
             summary[summary["protocol_fingerprint"] == fingerprint],
             cited_for[fingerprint],
@@ -353,6 +396,7 @@ def _direction_table(
             label=f"ours ({reference_variant}, {_plural(runs['seed'].nunique(), 'seed')}{tag})",
             tag=tag,
         )
+    first_baseline = len(rows)
     same = others["comparability"] == "same"
     rows += _published_rows(others[same], metrics)
     if (~same).any():
@@ -368,7 +412,9 @@ def _direction_table(
             f"{len(fingerprints)} protocol fingerprints ({', '.join(fingerprints)}); "
             "each has its own rows and they are never averaged",
         )
-    return Table(f"{task} — {direction}", pd.DataFrame(rows, columns=[""] + metrics), footer)
+    collapse_from = first_baseline if len(rows) - first_baseline > COLLAPSE_OVER else None
+    return Table(f"{task} — {direction}", pd.DataFrame(rows, columns=[""] + metrics), footer, frozenset(ours_rows),
+                 collapse_from)
 
 
 def _reference_line(cited: Mapping[str, PublishedValue | None], splits: set[str]) -> str:
@@ -544,8 +590,8 @@ def _ablation_labels(frame: pd.DataFrame) -> pd.Series:
 
 def ablation_table(ablation: pd.DataFrame, results: pd.DataFrame, reference_variant: str = "full") -> Table:
     """The string table of paired_ablation's rows, its footer naming fingerprints, paired seeds and each task's
-    coverage in `results`. Differences take the decimals of the reference mean, so a Δ of R1 prints like R1."""
-    rows = [_ablation_cells(r, _decimals(r.reference_mean)) for r in ablation.itertuples()]
+    coverage in `results`."""
+    rows = [_ablation_cells(r) for r in ablation.itertuples()]
     columns = [
         "task",
         "variant",
@@ -567,17 +613,17 @@ def ablation_table(ablation: pd.DataFrame, results: pd.DataFrame, reference_vari
     )
 
 
-def _ablation_cells(row, decimals: int) -> dict[str, str]:
+def _ablation_cells(row) -> dict[str, str]:
     return {
         "task": row.task,
         "variant": row.label,
         "score": row.score,
         "reference mean": _maybe_number(row.reference_mean),
         "variant mean": _maybe_number(row.variant_mean),
-        "paired Δ ± CI": _format_paired_delta(row.delta_mean, row.delta_low, row.delta_high, row.n_pairs, decimals),
+        "paired Δ ± CI": _format_paired_delta(row.delta_mean, row.delta_low, row.delta_high, row.n_pairs),
         "n pairs": str(row.n_pairs),
         "verdict": row.verdict,
-        "paper Δ": row.paper_delta_note or format_signed(row.paper_delta, decimals),
+        "paper Δ": row.paper_delta_note or format_signed(row.paper_delta),
     }
 
 
@@ -585,12 +631,12 @@ def _maybe_number(value: float) -> str:
     return ABSENT if math.isnan(value) else format_number(value)
 
 
-def _format_paired_delta(mean: float, low: float, high: float, n_pairs: int, decimals: int) -> str:
+def _format_paired_delta(mean: float, low: float, high: float, n_pairs: int) -> str:
     if n_pairs == 0:
         return ABSENT
     if n_pairs < 2:
-        return format_signed(mean, decimals)
-    return f"{format_signed(mean, decimals)} ± {format_number((high - low) / 2, decimals)}"
+        return format_signed(mean)
+    return f"{format_signed(mean)} ± {format_number((high - low) / 2)}"
 
 
 def _pairing_line(row, reference_variant: str) -> str:

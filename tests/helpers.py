@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -15,6 +17,7 @@ from torch.utils.data import Dataset
 from benchmark.config import load_config
 from benchmark.errors import UserError
 from benchmark.model import build_model
+from reports.tables import PAPER_METHOD
 
 SOT, EOT = 49406, 49407
 
@@ -133,3 +136,81 @@ def damage_member(tar: Path, suffix: str, position: int, at: int, data: bytes) -
     damaged[member.offset_data + at : member.offset_data + at + len(data)] = data
     tar.write_bytes(bytes(damaged))
     return member.name[: -len(suffix)]
+
+
+# ------------------------------------------------------------------------------ comparison-report frames
+
+FINGERPRINT = "abc123abc123"
+
+
+def ours(
+    values,
+    *,
+    task="msrvtt_retrieval",
+    variant="full",
+    direction="t2va",
+    metric="R1",
+    seeds=None,
+    fingerprint=FINGERPRINT,
+    protocol="paper",
+    ci=(math.nan, math.nan),
+    missing_audio=12,
+):
+    """reports/collect.py's result rows of one (task, variant, direction, metric), one per seed."""
+    seeds = range(len(values)) if seeds is None else seeds
+    return pd.DataFrame(
+        [
+            {
+                "task": task,
+                "variant": variant,
+                "seed": seed,
+                "split": "test",
+                "direction": direction,
+                "metric": metric,
+                "value": float(value),
+                "protocol": protocol,
+                "protocol_fingerprint": fingerprint,
+                "clips_used": 975,
+                "clips_listed": 975,
+                "missing_video": 0,
+                "missing_audio": missing_audio,
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "run_id": f"{variant}-{seed}-{fingerprint}",
+            }
+            for seed, value in zip(seeds, values, strict=True)
+        ]
+    )
+
+
+def published(
+    method,
+    value,
+    *,
+    variant="",
+    task="msrvtt_retrieval",
+    direction="t2va",
+    metric="R1",
+    confidence="E",
+    comparability="same",
+    split="test",
+):
+    return {
+        "method": method,
+        "variant": variant,
+        "dataset": "MSR-VTT",
+        "split": split,
+        "task": task,
+        "direction": direction,
+        "metric": metric,
+        "value": value,
+        "source": "paper",
+        "table": "2",
+        "confidence": confidence,
+        "comparability": comparability,
+        "note": "",
+    }
+
+
+def paper(value, **kwargs):
+    return published(PAPER_METHOD, value, variant=kwargs.pop("variant", "full"), **kwargs)

@@ -37,7 +37,7 @@ def test_an_evaluation_shows_its_data_names_and_intervals_in_the_ui_and_the_repo
     assert dataset.dataset.name == "msrvtt_retrieval/test_1k_a" and dataset.dataset.digest
     assert {t.key: t.value for t in dataset.tags} == {"mlflow.data.context": "evaluation"}
     assert json.loads(dataset.dataset.profile)["clips_used"] == record["counts"]["clips_used"]
-    results, _ = collect(tracker)
+    results, _, _ = collect(tracker)
     row = results[(results["direction"] == "t2va") & (results["metric"] == "R1")].iloc[0]
     assert (row["ci_low"], row["ci_high"]) == table["t2va/R1"]  # the report's interval, from results.json
 

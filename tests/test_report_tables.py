@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+from helpers import FINGERPRINT, ours, paper, published
 
 from reports.render import latex_escape, write_comparison_report
 from reports.tables import (
@@ -20,80 +21,6 @@ from reports.tables import (
 )
 
 T_975_2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
-FINGERPRINT = "abc123abc123"
-
-
-def ours(
-    values,
-    *,
-    task="msrvtt_retrieval",
-    variant="full",
-    direction="t2va",
-    metric="R1",
-    seeds=None,
-    fingerprint=FINGERPRINT,
-    protocol="paper",
-    ci=(math.nan, math.nan),
-    missing_audio=12,
-):
-    """Result rows of one (task, variant, direction, metric), one per seed."""
-    seeds = range(len(values)) if seeds is None else seeds
-    return pd.DataFrame(
-        [
-            {
-                "task": task,
-                "variant": variant,
-                "seed": seed,
-                "split": "test",
-                "direction": direction,
-                "metric": metric,
-                "value": float(value),
-                "protocol": protocol,
-                "protocol_fingerprint": fingerprint,
-                "clips_used": 975,
-                "clips_listed": 975,
-                "missing_video": 0,
-                "missing_audio": missing_audio,
-                "ci_low": ci[0],
-                "ci_high": ci[1],
-                "run_id": f"{variant}-{seed}-{fingerprint}",
-            }
-            for seed, value in zip(seeds, values, strict=True)
-        ]
-    )
-
-
-def published(
-    method,
-    value,
-    *,
-    variant="",
-    task="msrvtt_retrieval",
-    direction="t2va",
-    metric="R1",
-    confidence="E",
-    comparability="same",
-    split="test",
-):
-    return {
-        "method": method,
-        "variant": variant,
-        "dataset": "MSR-VTT",
-        "split": split,
-        "task": task,
-        "direction": direction,
-        "metric": metric,
-        "value": value,
-        "source": "paper",
-        "table": "2",
-        "confidence": confidence,
-        "comparability": comparability,
-        "note": "",
-    }
-
-
-def paper(value, **kwargs):
-    return published(PAPER_METHOD, value, variant=kwargs.pop("variant", "full"), **kwargs)
 
 
 def only_row(summary):

@@ -45,6 +45,8 @@ def client_for(uri: str) -> Any:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # SQLite schema-migration chatter off the console
     # its SQLAlchemy tracebacks (a full disk: ~60 lines) repeat what the one-line warnings of TrackedRun say
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # the system-metrics monitor's start / stop / "skip GPU" lines, 4 per training stage, tell a user nothing
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the report reads many small files
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

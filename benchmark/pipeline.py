@@ -197,5 +197,14 @@ def say_where(tracker: Tracker, out: Path, progress: Progress) -> None:
     """Where the results are: the MLflow store, or only the local folder when it could not be reached."""
     if tracker.offline:
         progress.say(f"MLflow: {tracker.uri} was not reachable; the results above are in {out / 'runs'}")
+    elif tracker.uri.startswith(("http://", "https://")):
+        progress.say(f"MLflow: open {runs_page(tracker.uri.rstrip('/'), tracker.experiment_id)}")
     else:
-        progress.say(f"MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+        page = runs_page("http://127.0.0.1:5000", tracker.experiment_id)
+        progress.say(f"MLflow: mlflow ui --backend-store-uri {tracker.uri}, then open {page}")
+
+
+def runs_page(server: str, experiment_id: str) -> str:
+    """The experiment's run list in the MLflow UI. MLflow 3.17 opens an experiment on its GenAI overview (empty
+    here) whatever the experiment's kind tag says; `workflowType=machine_learning` opens the runs."""
+    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"

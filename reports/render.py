@@ -243,14 +243,24 @@ def render_markdown(blocks: list[Block]) -> str:
 
 # -------------------------------------------------------------------------------------------------------- HTML
 
+NUMERIC_CELL = re.compile(r"^[+\-−]?\d")
+
+def _column_spec(frame: pd.DataFrame) -> str:
+    """Left for the row labels and text columns, right for a column with numbers (so digits line up); the HTML
+    and LaTeX tables align alike."""
+    numeric = [i > 0 and frame[c].astype(str).str.match(NUMERIC_CELL).any() for i, c in enumerate(frame.columns)]
+    return "".join("r" if n else "l" for n in numeric)
+
+
+
 # The page must read at 1280 px without horizontal scrolling (issue 15): cells wrap, long tokens break, images
 # shrink to the column, and a table that still does not fit scrolls inside its own box.
 CSS = """
 body { font-family: sans-serif; max-width: 1180px; margin: 1.5em auto; padding: 0 1em; color: #222; }
 .table-box { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }
-th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; overflow-wrap: anywhere; }
-td:first-child, th:first-child { text-align: left; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: left; overflow-wrap: anywhere; }
+th.num, td.num { text-align: right; }
 tr.ours td { background: #eef5ff; font-weight: 600; }
 .banner { background: #fff3cd; border: 1px solid #e0b000; padding: 0.6em 1em; font-weight: 600; }
 .footer { font-size: 0.85em; color: #555; }
@@ -261,11 +271,13 @@ img { max-width: 100%; height: auto; }
 
 
 def _html_table(frame: pd.DataFrame, ours: frozenset[int] = frozenset(), first: int = 0) -> str:
-    """A table of strings; rows whose position (from `first`) is in `ours` get class "ours"."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    """A table of strings, numeric columns right-aligned; rows whose position (from `first`) is in `ours` get
+    class "ours"."""
+    kinds = [' class="num"' if align == "r" else "" for align in _column_spec(frame)]
+    head = "".join(f"<th{kind}>{html.escape(str(c))}</th>" for kind, c in zip(kinds, frame.columns, strict=True))
     body = []
     for position, row in enumerate(frame.itertuples(index=False), start=first):
-        cells = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        cells = "".join(f"<td{kind}>{html.escape(str(c))}</td>" for kind, c in zip(kinds, row, strict=True))
         body.append(f'<tr class="ours">{cells}</tr>' if position in ours else f"<tr>{cells}</tr>")
     return f'<div class="table-box"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
@@ -347,19 +359,12 @@ def _tex_row(cells: tuple, ours: bool) -> str:
     return " & ".join(escaped) + r" \\"
 
 
-NUMERIC_CELL = re.compile(r"^[+\-−]?\d")
 TEX_ROWS_PER_TABLE = 30  # a longer table is split into floats of this many rows (an A4 page holds about 45)
 # Shrinks a tabular wider than the text to the text width (never enlarges one); needs only graphicx.
 TEX_PREAMBLE = (
     r"\providecommand{\fitwidth}[1]{\sbox0{#1}\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}"
     r"\else\usebox0\fi}"
 )
-
-
-def _column_spec(frame: pd.DataFrame) -> str:
-    """Left for the row labels and text columns, right for a column with numbers (so digits line up)."""
-    numeric = [i > 0 and frame[c].astype(str).str.match(NUMERIC_CELL).any() for i, c in enumerate(frame.columns)]
-    return "".join("r" if n else "l" for n in numeric)
 
 
 def _tex_label(title: str, part: int) -> str:

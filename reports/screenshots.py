@@ -1,6 +1,6 @@
 """README's screenshots, made from a smoke output in headless Chromium: the comparison report's summary, and the
-MLflow UI's run list and compare view of the plan runs (each plan run carries its main scores, so variants chart
-side by side).
+MLflow UI's run list and its compare view of one plan step's variants (each plan run carries its main scores, so
+variants chart side by side).
 
     python -m reports.screenshots SMOKE_OUT [--to reports/screenshots]
 
@@ -18,9 +18,11 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from benchmark.errors import UserError
+from benchmark.pipeline import runs_page
 from benchmark.tracking import Tracker, experiment_names
 
 # as in tests/test_report_pages.py: root in throwaway containers needs --no-sandbox
@@ -69,18 +71,24 @@ def make_screenshots(smoke_out: Path, to: Path) -> list[Path]:
     if not names:
         raise UserError(f"{smoke_out / 'mlruns.db'} holds no experiment")
     tracker = Tracker(uri, names[0], create=False)
-    plan_runs = [r["run_id"] for r in tracker.search(finished_only=True) if r["tags"].get("role") == "plan-run"]
+    # the variants of the first plan step that has the most of them and main scores to compare (pre-training
+    # plan runs have none)
+    plan_runs = [r for r in reversed(tracker.search(finished_only=True)) if r["tags"].get("role") == "plan-run"
+                 and any(key.endswith("/main") for key in r["metrics"])]
+    if not plan_runs:
+        raise UserError(f"{smoke_out / 'mlruns.db'} holds no finished plan run with a main score")
+    step = Counter(r["tags"].get("sweep.step") for r in plan_runs).most_common(1)[0][0]
+    compared = [r["run_id"] for r in plan_runs if r["tags"].get("sweep.step") == step]
     port = free_port()
-    server = serve_ui(uri, port)
+    ui = serve_ui(uri, port)
     try:
-        base = f"http://127.0.0.1:{port}/#"
-        experiment = tracker.experiment_id
-        shots.append(screenshot(f"{base}/experiments/{experiment}", to / "mlflow-runs.png", 800, 20000))
-        query = urllib.parse.urlencode({"runs": json.dumps(plan_runs), "experiments": json.dumps([experiment])})
-        shots.append(screenshot(f"{base}/compare-runs?{query}", to / "mlflow-compare.png", 1100, 20000))
+        server, experiment = f"http://127.0.0.1:{port}", tracker.experiment_id
+        shots.append(screenshot(runs_page(server, experiment), to / "mlflow-runs.png", 800, 20000))
+        query = urllib.parse.urlencode({"runs": json.dumps(compared), "experiments": json.dumps([experiment])})
+        shots.append(screenshot(f"{server}/#/compare-runs?{query}", to / "mlflow-compare.png", 1900, 20000))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        ui.terminate()
+        ui.wait(timeout=30)
     return shots
 
 

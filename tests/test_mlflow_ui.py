@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 
 import pytest
 from helpers import stage_of
 
 from benchmark.cli import main
+from benchmark.pipeline import say_where
+from benchmark.progress import Progress
 from benchmark.tracking import Tracker
 from reports.collect import collect
 
@@ -52,3 +55,13 @@ def test_a_training_stage_logs_system_metrics_while_it_runs(tmp_path, capfd):
     with tracker.run("finetune/y") as quiet, quiet.system_metrics(0):
         time.sleep(0.3)
     assert not tracker.client.get_run(quiet.run_id).data.metrics
+
+
+def test_the_last_line_opens_the_runs_not_the_genai_overview(tmp_path, caplog):
+    """MLflow 3.17's UI opens an experiment on its (empty) GenAI overview whatever the experiment's kind tag says;
+    the line a job ends with names the page of the runs."""
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlruns.db", "ui", tmp_path / "artifacts")
+    with caplog.at_level(logging.INFO, logger="clip4vla"):
+        say_where(tracker, tmp_path, Progress())
+    assert (f"MLflow: mlflow ui --backend-store-uri {tracker.uri}, then open http://127.0.0.1:5000/#/experiments/"
+            f"{tracker.experiment_id}/runs?workflowType=machine_learning") in caplog.text

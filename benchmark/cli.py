@@ -380,12 +380,13 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
     model: forward + backward per sample and peak memory of the paper's training recipes (configs/paper.yaml,
     CPU), SDPA vs math; train: whole optimizer steps of those recipes through train.py's loop, fp32/bf16,
-    checkpointing; data: decode and read on --task's generated dataset; metrics: scoring time at each retrieval
-    task's test size; scale: opening a generated corpus and store of N clips and its first batch, with memory per
-    DataLoader worker; gpu: the GPU check (training steps at the paper's shapes, bf16 and fp32, caption decoding,
-    the data path, an NCCL step), one line and nothing else without CUDA.
+    checkpointing; caption: caption inference per video (encoders, beam-5 decoding), fp32 on the CPU; data:
+    decode and read on --task's generated dataset; metrics: scoring time at each retrieval task's test size;
+    scale: opening a generated corpus and store of N clips and its first batch, with memory per DataLoader
+    worker; gpu: the GPU check (training steps at the paper's shapes, bf16 and fp32, caption decoding, the data
+    path, an NCCL step), one line and nothing else without CUDA.
     """
-    from benchmark.perf import perf_data, perf_metrics, perf_model, perf_train
+    from benchmark.perf import perf_caption, perf_data, perf_metrics, perf_model, perf_train
     from benchmark.perf_recipes import CASES
 
     if args.what == "data":
@@ -422,6 +423,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         raise UserError(f"unknown perf model '{unknown[0]}' (known: {', '.join(CASES)})")
     if args.what == "model":
         perf_model(cases, args.iters)
+    elif args.what == "caption":
+        perf_caption(cases, args.iters)
     else:
         perf_train(cases, args.iters, tuple(args.precisions.split(",")))
     return 0
@@ -559,12 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_verb(verbs, "perf", cmd_perf, "clip4vla perf train --models tiny --iters 3",
                  "clip4vla perf gpu --task msrvtt_retrieval")
-    p.add_argument("what", choices=("model", "train", "data", "metrics", "scale", "gpu"))
+    p.add_argument("what", choices=("model", "train", "caption", "data", "metrics", "scale", "gpu"))
     p.add_argument("--task", help="perf data, perf gpu: the task whose generated dataset is decoded "
                    "and read")
     p.add_argument("--scale", choices=("tiny", "small"), default="small", help="perf data: generated size")
     p.add_argument("--models", default="tiny,vit-b-32", help="comma-separated: tiny, vit-b-32")
-    p.add_argument("--iters", type=int, default=3, help="perf model, perf train: timed steps after one warm-up step")
+    p.add_argument("--iters", type=int, default=3, help="perf model, perf train, perf caption: timed steps (or "
+                   "caption batches) after one warm-up")
     p.add_argument("--precisions", default="fp32,bf16", help="perf train: comma-separated fp32, bf16")
     p.add_argument("--clips", default="10000,100000,1000000", help="perf scale: comma-separated corpus sizes")
     p.add_argument("--workers", type=int, default=2, help="perf scale: DataLoader worker processes")

@@ -5,6 +5,8 @@ forward + backward alone per attention (SDPA, math), and whole optimizer steps o
 (fp32, bf16 autocast) and gradient checkpointing (off, on); each case in its own process so that its peak
 resident memory is its own, at least 3 timed steps after a warm-up, the median and the spread printed.
 
+`clip4vla perf caption`: caption inference per video (encoders, then beam-5 decoding), fp32 on the CPU.
+
 `clip4vla perf data --task TASK`: decode throughput (media -> cache) and cached-read throughput (cache -> model
 inputs), in clips per second, in this process and with 2 worker processes, on the task's generated dataset.
 """
@@ -52,6 +54,32 @@ def perf_model(cases: list[str], iters: int) -> list[dict]:
                 rows.append(row)
                 print(f"| {case} | {row['parameters_m']:.1f} | {recipe.name} | {attention} | {_spread(row)} | "
                       f"{row['peak_rss_mb']:.0f} |", flush=True)
+    return rows
+
+
+def perf_caption(cases: list[str], iters: int, videos: int = 2) -> list[dict]:
+    """Caption inference per video as evaluation runs it (model inputs and encoders to the context of 12 frames +
+    16 segments, then beam-5 decoding of 16 steps), fp32 on this machine's CPU, `videos` per batch, `iters` timed
+    repetitions after a warm-up; a Markdown table of medians with the spread."""
+    import statistics
+
+    from benchmark.perf_gpu import caption_decoding
+    from benchmark.perf_recipes import CASES
+
+    def spread(times: list[float]) -> str:
+        return f"{statistics.median(times):.3f} ({min(times):.3f}-{max(times):.3f})"
+
+    rows = []
+    print(f"| model | videos per batch | encoders s/video | decoding s/video | total s/video: median (min-max, "
+          f"{iters} runs) |")
+    print("|---|---|---|---|---|")
+    for case in cases:
+        clip_name, overrides = CASES[case]
+        times = caption_decoding(clip_name, torch.device("cpu"), videos, overrides, "fp32", iters)
+        total = [e + d for e, d in zip(times["encoders"], times["decoding"], strict=True)]
+        rows.append({"model": case, **times, "total": total})
+        print(f"| {case} | {videos} | {spread(times['encoders'])} | {spread(times['decoding'])} | {spread(total)} |",
+              flush=True)
     return rows
 
 

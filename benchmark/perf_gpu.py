@@ -125,24 +125,28 @@ def front_end_difference(device: torch.device) -> float:
 
 @torch.no_grad()
 def caption_decoding(clip_name: str, device: torch.device, videos: int, overrides: tuple[str, ...] = (),
-                     precision: str = "bf16") -> float:
-    """Seconds per video: encoders (12 frames + 16 segments) and beam-5 decoding of 16 steps, after a warm-up."""
+                     precision: str = "bf16", iters: int = 1) -> dict[str, list[float]]:
+    """Seconds per video of caption inference as evaluation runs it, for `iters` repetitions after a warm-up:
+    "encoders" (model inputs to the context: 12 frames + 16 segments) and "decoding" (beam 5, 16 steps)."""
     from benchmark.model.decoder import generate
     from benchmark.train import autocast_for
 
     _, model = build(clip_name, "loose_seq", device, ("model.decoder=true", *overrides))
     model.eval()
     read, batches = inputs(videos, 12, 16, torch.Generator().manual_seed(0))
-    seconds = []
-    for _ in range(2):  # the first one warms up
+    seconds: dict[str, list[float]] = {"encoders": [], "decoding": []}
+    for _ in range(iters + 1):  # the first one warms up
         synchronize(device)
         start = time.perf_counter()
-        data = batches.to_device(read, device)
         with autocast_for(device, precision):
-            generate(model, model.context(data), 16, beam=5)
+            context = model.context(batches.to_device(read, device))
+            synchronize(device)
+            encoded = time.perf_counter()
+            generate(model, context, 16, beam=5)
         synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return seconds[-1] / videos
+        seconds["encoders"].append((encoded - start) / videos)
+        seconds["decoding"].append((time.perf_counter() - encoded) / videos)
+    return {part: times[1:] for part, times in seconds.items()}
 
 
 def ddp_step(device_name: str) -> None:
@@ -193,7 +197,8 @@ def perf_gpu(device_name: str = "cuda", clip_name: str = "ViT-B-32-quickgelu", i
     print(f"model inputs made on {device.type} vs the CPU: largest difference {front_end_difference(device):.2e} "
           "(z-scored log-mel and normalised frames)")
     per_video = caption_decoding(clip_name, device, 8, overrides)
-    print(f"caption decoding (beam 5, 16 steps, bf16): {per_video:.3f} s per video")
+    print(f"caption inference (beam 5, 16 steps, bf16): encoders {per_video['encoders'][0]:.3f} + decoding "
+          f"{per_video['decoding'][0]:.3f} s per video")
     if data_task:
         from benchmark.config import DataConfig
         from benchmark.data import loader_workers

@@ -7,7 +7,7 @@ from benchmark.config import load_config
 from benchmark.errors import UserError
 from benchmark.media.text import Tokenizer
 from benchmark.model import build_model
-from benchmark.model.cross import AUDIO, TEXT, VIDEO, additive_mask, block_step
+from benchmark.model.cross import AUDIO, TEXT, VIDEO, KVCache, additive_mask, block_step
 from benchmark.model.decoder import (
     EOT,
     SOT,
@@ -44,9 +44,29 @@ def test_incremental_block_equals_the_full_causal_forward():
     block = model.clip.transformer.resblocks[0]
     x = torch.randn(2, 6, 64)
     full = block(x, attn_mask=model.clip.attn_mask[:6, :6])
-    cache: dict = {}
+    cache = KVCache(capacity=6)
     steps = [block_step(block, x[:, t : t + 1], cache) for t in range(6)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    several = KVCache(capacity=6)  # new tokens several at a time see each other causally
+    steps = [block_step(block, x[:, t : t + 3], several) for t in (0, 3)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="holds 6 tokens"):
+        block_step(block, x[:, :1], several)
+
+
+# generate()'s ids on this file's model and context, recorded before the KV cache became preallocated buffers
+# with the context's keys first (issue 16): the rewrite changed the order of the attention sums only.
+GOLDEN_IDS = {
+    1: [[35531, 17090, 30270, 7318, 18334, 37568, 9507, 37568], [34158, 9967, 11218, 7912, 21818, 17933, 8840, 45239]],
+    3: [[45270, 7124, 1201, 7124, 10755, 37568, 7124, 10755], [38109, 34158, 34014, 17933, 2775, 24204, 39834, 39834]],
+    5: [[11218, 27801, 36640, 23685, 9758, 22135, 9758, 23440], [2140, 19413, 19413, 19413, 11502, 34158, 20605, 2299]],
+}
+
+
+@pytest.mark.parametrize("beam", sorted(GOLDEN_IDS))
+@torch.no_grad()
+def test_generated_ids_are_unchanged(beam):
+    assert generate(_model(), _context(), max_words=8, beam=beam) == GOLDEN_IDS[beam]
 
 
 def test_decoder_cannot_see_the_future():
@@ -189,8 +209,9 @@ def test_cached_beam_search_equals_re_encoding_the_prefix(beam):
     model.lm_head.norm.weight.mul_(20)  # peaked next-token distributions: beams diverge, scores are well apart
     model.lm_head.bias[EOT] = 11.0  # and some hypotheses end early (instance 0), others run all max_words steps
     context = _context()  # a batch of 2 with different frame and audio masks
-    repeated = context.repeat(beam)
-    cached_tokens, cached_scores = beam_search(CachedStep(model, repeated, max_words), 2, beam, max_words,
+    repeated = Context(context.features.repeat_interleave(beam, 0), context.mask.repeat_interleave(beam, 0),
+                       context.type_ids)  # one row per hypothesis, for re-encoding
+    cached_tokens, cached_scores = beam_search(CachedStep(model, context, max_words, beam), 2, beam, max_words,
                                                torch.device("cpu"))
     tokens, scores = beam_search(_ReEncode(model, repeated, max_words), 2, beam, max_words, torch.device("cpu"))
     assert torch.equal(cached_tokens, tokens)

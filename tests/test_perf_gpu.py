@@ -26,3 +26,13 @@ def test_the_gpu_check_runs_on_cpu_with_the_tiny_model(capsys):
     assert "s per video" in out
     assert "model inputs made on cpu vs the CPU: largest difference" in out  # the line a GPU run prints
     assert "ddp step ok: backend gloo, world 1" in out
+
+
+def test_perf_caption_times_encoders_and_decoding_apart(capsys):
+    """`clip4vla perf caption` (issue 16 item 3): a row per model, each part a median over the timed runs."""
+    assert main(["perf", "caption", "--models", "tiny", "--iters", "2"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["tiny", "2"]
+    encoders, decoding, total = (float(c.split()[0]) for c in cells[2:])
+    assert 0 < encoders and 0 < decoding and total == pytest.approx(encoders + decoding, abs=2e-3)

@@ -20,7 +20,7 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from benchmark.errors import UserError
-from benchmark.model.cross import AUDIO, TEXT, VIDEO, CrossTransformer, additive_mask, block_step, heads_qkv
+from benchmark.model.cross import AUDIO, TEXT, VIDEO, CrossTransformer, KVCache, additive_mask, block_step, heads_qkv
 
 SOT, EOT, PAD = 49406, 49407, 0
 
@@ -42,10 +42,6 @@ class Context:
         device = features.device
         type_ids = torch.cat([torch.full((f.shape[1],), t, device=device) for f, _, t in parts])
         return Context(features, torch.cat([m for _, m, _ in parts], dim=1), type_ids)
-
-    def repeat(self, times: int) -> Context:
-        return Context(self.features.repeat_interleave(times, 0), self.mask.repeat_interleave(times, 0),
-                       self.type_ids)
 
 
 class LMHead(nn.Module):
@@ -127,36 +123,37 @@ def _context_kv(cross: CrossTransformer, context: Context, offset: int) -> list[
 class CachedStep:
     """Next-token logits for growing prefixes, running only each prefix's newest token (cached keys/values).
 
-    The context's keys/values are computed once at cross positions max_words.. (where training puts them);
-    the caption token at step t takes position t in both transformers.
+    The context's keys/values are computed once per instance (not per beam) at cross positions max_words..
+    (where training puts them); the caption token at step t takes position t in both transformers. Hypotheses
+    are instance-major, beam-minor: `beam` per instance of `context`.
     """
 
-    def __init__(self, model: nn.Module, context: Context, max_words: int) -> None:
+    def __init__(self, model: nn.Module, context: Context, max_words: int, beam: int = 1) -> None:
         check_positions(model.cross, max_words, context)
         self.model = model
-        self.context_kv = _context_kv(model.cross, context, max_words)
-        self.context_mask = context.mask
-        self.caches: dict = {}
+        self.text = [KVCache(max_words) for _ in model.clip.transformer.resblocks]
+        mask = context.mask.repeat_interleave(beam, 0)
+        self.cross = [KVCache(max_words, (k.repeat_interleave(beam, 0), v.repeat_interleave(beam, 0)), mask)
+                      for k, v in _context_kv(model.cross, context, max_words)]
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [N, t] prefixes from [SOT], of which the first t-1 were seen before -> logits [N, V] at t-1."""
         clip, cross = self.model.clip, self.model.cross
         position, token = tokens.shape[1] - 1, tokens[:, -1]
         x = clip.token_embedding(token)[:, None] + clip.positional_embedding[position]
-        for i, block in enumerate(clip.transformer.resblocks):
-            x = block_step(block, x, self.caches.setdefault(("text", i), {}))
+        for block, cache in zip(clip.transformer.resblocks, self.text, strict=True):
+            x = block_step(block, x, cache)
         state = clip.ln_final(x) @ clip.text_projection
         where = torch.full((1,), position, device=token.device)
         x = cross.embed(state, torch.full((1,), TEXT, device=token.device), where)
-        for i, block in enumerate(cross.blocks):
-            x = block_step(block, x, self.caches.setdefault(("cross", i), {}), self.context_kv[i],
-                           self.context_mask)
+        for block, cache in zip(cross.blocks, self.cross, strict=True):
+            x = block_step(block, x, cache)
         return self.model.lm_head(x[:, 0], clip.token_embedding.weight)
 
     def reorder(self, origin: torch.Tensor) -> None:
         """Hypothesis i now continues hypothesis origin[i]: reorder the cached keys/values alike."""
-        for cache in self.caches.values():
-            cache["k"], cache["v"] = cache["k"][origin], cache["v"][origin]
+        for cache in (*self.text, *self.cross):
+            cache.reorder(origin)
 
 
 def beam_search(step, batch: int, beam: int, max_words: int, device: torch.device
@@ -193,7 +190,7 @@ def beam_search(step, batch: int, beam: int, max_words: int, device: torch.devic
 def generate(model: nn.Module, context: Context, max_words: int, beam: int = 5) -> list[list[int]]:
     """Beam search with cached keys/values (beam=1 is greedy decoding): per instance, the best hypothesis by
     summed log-probability, without SOT, cut before the first EOT."""
-    step = CachedStep(model, context.repeat(beam), max_words)
+    step = CachedStep(model, context, max_words, beam)
     tokens, _ = beam_search(step, context.features.shape[0], beam, max_words, context.features.device)
     out = []
     for row in tokens[:, 0, 1:].tolist():

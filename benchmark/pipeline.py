@@ -39,7 +39,7 @@ from benchmark.stages import (
     selection_split,
 )
 from benchmark.task_kinds import kind_of
-from benchmark.tracking import RunLedger, TrackedRun, Tracker, default_uri
+from benchmark.tracking import RunLedger, TrackedRun, Tracker, default_uri, runs_page
 
 
 @dataclass(frozen=True)
@@ -203,8 +203,3 @@ def say_where(tracker: Tracker, out: Path, progress: Progress) -> None:
         page = runs_page("http://127.0.0.1:5000", tracker.experiment_id)
         progress.say(f"MLflow: mlflow ui --backend-store-uri {tracker.uri}, then open {page}")
 
-
-def runs_page(server: str, experiment_id: str) -> str:
-    """The experiment's run list in the MLflow UI. MLflow 3.17 opens an experiment on its GenAI overview (empty
-    here) whatever the experiment's kind tag says; `workflowType=machine_learning` opens the runs."""
-    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"

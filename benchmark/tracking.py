@@ -35,6 +35,12 @@ def default_uri(out_dir: Path, configured: str | None = None) -> str:
 log = logging.getLogger("clip4vla")
 
 
+def runs_page(server: str, experiment_id: str) -> str:
+    """The experiment's run list in the MLflow UI. MLflow 3.17 opens an experiment on its GenAI overview (empty
+    here) whatever the experiment's kind tag says; `workflowType=machine_learning` opens the runs."""
+    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def brief(exc: Exception) -> str:
     """An exception as one short line."""
     return " ".join(str(exc).split())[:200]

@@ -22,8 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.pipeline import runs_page
-from benchmark.tracking import Tracker, experiment_names
+from benchmark.tracking import Tracker, experiment_names, runs_page
 
 # as in tests/test_report_pages.py: root in throwaway containers needs --no-sandbox
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]

@@ -57,7 +57,7 @@ def perf_model(cases: list[str], iters: int) -> list[dict]:
     return rows
 
 
-def perf_caption(cases: list[str], iters: int, videos: int = 2) -> list[dict]:
+def perf_caption(cases: list[str], iters: int, videos: int = 8) -> list[dict]:
     """Caption inference per video as evaluation runs it (model inputs and encoders to the context of 12 frames +
     16 segments, then beam-5 decoding of 16 steps), fp32 on this machine's CPU, `videos` per batch, `iters` timed
     repetitions after a warm-up; a Markdown table of medians with the spread."""

@@ -33,6 +33,6 @@ def test_perf_caption_times_encoders_and_decoding_apart(capsys):
     assert main(["perf", "caption", "--models", "tiny", "--iters", "2"]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:2] == ["tiny", "2"]
+    assert cells[:2] == ["tiny", "8"]
     encoders, decoding, total = (float(c.split()[0]) for c in cells[2:])
     assert 0 < encoders and 0 < decoding and total == pytest.approx(encoders + decoding, abs=2e-3)

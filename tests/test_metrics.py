@@ -148,31 +148,32 @@ def test_the_weighted_bootstrap_equals_resampled_queries_laid_end_to_end():
 # the fused pass (masked copy, two full-matrix comparisons per direction, topk on the unmasked matrix), kept here so
 # any faster implementation must give exactly its ranks and top-10 indices, ties and missing clips included.
 
-def _reference_text_to_clip(sim, caption_clip, ties, clip_valid):
-    from benchmark.metrics import _finite, _tie_adjusted
+def _reference_tie_adjusted(greater, equal_others, ties):
+    return {"average": lambda: greater + equal_others / 2, "optimistic": lambda: greater.to(torch.float64),
+            "pessimistic": lambda: greater + equal_others}[ties]()
 
-    sim = _finite(sim)
+
+def _reference_text_to_clip(sim, caption_clip, ties, clip_valid):
+    assert torch.isfinite(sim).all()
     if clip_valid is not None:
         sim = sim.masked_fill(~clip_valid.view(1, -1), float("-inf"))
     target = sim.gather(1, caption_clip.view(-1, 1))
     greater = (sim > target).sum(1).double()
     equal = (sim == target).sum(1).double() - 1
-    ranks = _tie_adjusted(greater, equal, ties)
+    ranks = _reference_tie_adjusted(greater, equal, ties)
     if clip_valid is not None:
         ranks[~clip_valid[caption_clip]] = float(sim.shape[1])
     return ranks
 
 
 def _reference_clip_to_text(sim, caption_clip, ties, clip_valid):
-    from benchmark.metrics import _finite, _tie_adjusted
-
-    sim = _finite(sim)
+    assert torch.isfinite(sim).all()
     own = sim[caption_clip, torch.arange(sim.shape[1])]
     best = torch.full((sim.shape[0],), float("-inf"), dtype=sim.dtype).scatter_reduce(0, caption_clip, own, "amax")
     best = best.view(-1, 1)
     greater = (sim > best).sum(1).double()
     equal = (sim == best).sum(1).double() - 1
-    ranks = _tie_adjusted(greater, equal, ties)
+    ranks = _reference_tie_adjusted(greater, equal, ties)
     if clip_valid is not None:
         ranks[~clip_valid] = float(sim.shape[1])
     return ranks

@@ -199,20 +199,29 @@ def _reference_score(enc, directions, ties, audio_valid=None, post="none", tempe
     return out
 
 
-def _golden_case(seed=0, clips=37):
+def _golden_case(seed=0, clips=37, floats=False):
     """Captions shuffled over clips with 0 to 5 captions each (clip 5 has none), small integer features so that
     scores tie everywhere (top-10 places included), two clips with identical features, a fifth of the clips
-    without audio."""
+    without audio. `floats`: unit Gaussian features instead (ties only where two clips or captions are the same),
+    up to 9 captions a clip."""
     from benchmark.evaluate import Encoded
 
     g = torch.Generator().manual_seed(seed)
-    counts = torch.randint(0, 6, (clips,), generator=g)
+    counts = torch.randint(0, 10 if floats else 6, (clips,), generator=g)
     counts[5] = 0
     caption_clip = torch.arange(clips).repeat_interleave(counts)
     caption_clip = caption_clip[torch.randperm(len(caption_clip), generator=g)]
-    text = torch.randint(-1, 2, (len(caption_clip), 4), generator=g).float()
-    feats = {k: torch.randint(-1, 2, (clips, 4), generator=g).float() for k in ("video", "audio", "fused")}
+
+    def features(n):
+        if floats:
+            return torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=-1)
+        return torch.randint(-1, 2, (n, 4), generator=g).float()
+
+    text = features(len(caption_clip))
+    feats = {k: features(clips) for k in ("video", "audio", "fused")}
     feats["video"][7] = feats["video"][3]
+    if floats:
+        text[11] = text[2]  # a tied pair of captions in every clip's list
     audio_valid = torch.rand(clips, generator=g) > 0.2
     return Encoded(text, caption_clip, feats), audio_valid
 
@@ -220,19 +229,21 @@ def _golden_case(seed=0, clips=37):
 GOLDEN_DIRECTIONS = ("t2v", "v2t", "t2a", "a2t", "t2va", "va2t")
 
 
-@pytest.mark.parametrize("block", [None, 1, 7, 64])
+@pytest.mark.parametrize("block,group", [(None, None), (1, 2), (7, 3), (64, 5)])
 @pytest.mark.parametrize("post,temperature", [("none", 0.01), ("dual_softmax", 0.5), ("inverted_softmax", 0.01)])
 @pytest.mark.parametrize("ties", ["average", "optimistic", "pessimistic"])
-def test_scoring_equals_the_reference_exactly(ties, post, temperature, block, monkeypatch):
+@pytest.mark.parametrize("floats", [False, True])
+def test_scoring_equals_the_reference_exactly(floats, ties, post, temperature, block, group, monkeypatch):
     """Every direction, tie rule and post-processing, with missing audio, in any order of the directions and with
-    the row blocks of the fused pass (`block` rows, where the implementation has them) cut small: exactly the
-    reference's ranks and top-10 indices."""
+    the row blocks of the fused pass (`block` rows) and the row groups of the clip queries' top 10 (`group`), where
+    the implementation has them, cut small: exactly the reference's ranks and top-10 indices."""
     from benchmark import metrics
     from benchmark.evaluate import score_directions
 
     if block is not None:
         monkeypatch.setattr(metrics, "BLOCK_ROWS", block, raising=False)
-    enc, audio_valid = _golden_case()
+        monkeypatch.setattr(metrics, "TOP_GROUP", group, raising=False)
+    enc, audio_valid = _golden_case(floats=floats)
     for directions in (GOLDEN_DIRECTIONS, ("va2t", "t2a", "v2t"), ("a2t",)):
         for valid in (audio_valid, None, torch.ones_like(audio_valid)):
             got = score_directions(enc, directions, ties, valid, post, temperature)
@@ -301,3 +312,25 @@ def test_a_non_finite_similarity_is_refused_by_score_directions():
     for d in GOLDEN_DIRECTIONS[:4]:
         with pytest.raises(UserError, match=f"non-finite similarity: {len(enc.text)} of {len(enc.text) * 37} "):
             score_directions(enc, (d,), "average", audio_valid)
+
+
+@pytest.mark.parametrize("group", [2, 3, 5, 32])
+def test_top_of_columns_is_topk_exactly(group, monkeypatch):
+    """The grouped top-k of each column equals topk over the whole column, index for index: distinct scores
+    (the grouped path), planted ties inside and at the edge of the top k, and integer scores tied everywhere (the
+    fallback), with rows left over after the last whole group."""
+    from benchmark import metrics
+
+    monkeypatch.setattr(metrics, "TOP_GROUP", group)
+    g = torch.Generator().manual_seed(5)
+    for rows, cols in ((1, 4), (12, 3), (37, 5), (203, 17), (1000, 9)):
+        sim = torch.randn(rows, cols, generator=g)
+        if rows > 30:
+            order = sim[:, 0].argsort(descending=True)
+            sim[order[3], 0] = sim[order[1], 0]  # a tie inside column 0's top 10
+            sim[order[10], 1] = sim[order[9], 1] = sim[:, 1].max()  # in column 1: a tie for first
+            sim[order[25], 2] = sim[:, 2].sort(descending=True).values[9]  # in column 2: a tie for tenth place
+        for case in (sim, sim.round(), sim.double(), sim.t().contiguous().t()):
+            for k in (1, 10):
+                want = case.t().topk(min(k, rows), dim=1).indices
+                assert torch.equal(metrics.top_of_columns(case, k), want), (rows, cols, k)

@@ -108,16 +108,15 @@ def caption_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str 
     count_dtype = torch.float32 if max(sim.shape) < 2**24 else torch.float64  # counts exact in either
     rows = BLOCK_ROWS or max(1, BLOCK_ELEMENTS // max(n_clips, 1))
     buffer = torch.empty(min(rows, n_captions), n_clips, dtype=count_dtype)
-    masked = None
     if text:
         greater_t = torch.empty(n_captions, dtype=count_dtype)
         equal_t = torch.empty(n_captions, dtype=count_dtype)
         top_t = torch.empty(n_captions, min(top, n_clips), dtype=torch.int64) if top else None
-        target = own
-        if clip_valid is not None:  # a clip without the modality scores -inf: above no caption's own clip
-            invalid = ~clip_valid.view(1, -1)
-            masked = torch.empty(min(rows, n_captions), n_clips, dtype=sim.dtype)
-            target = own.masked_fill(invalid[0, caption_clip].view(-1, 1), float("-inf"))
+        # A clip without the modality scores -inf for the text queries, above and equal to no caption's own (finite)
+        # score: its column is counted and then taken off again, which costs a gather of those few columns where
+        # a masked copy of the whole matrix cost a pass. A caption of such a clip misses whatever its counts.
+        missing = (~clip_valid).nonzero().view(-1) if clip_valid is not None else torch.empty(0, dtype=torch.int64)
+        few = torch.empty(min(rows, n_captions), len(missing), dtype=count_dtype)
     if clips:
         best = torch.full((n_clips,), float("-inf"), dtype=sim.dtype).scatter_reduce(0, caption_clip, own.view(-1),
                                                                                       "amax").view(1, -1)
@@ -127,12 +126,13 @@ def caption_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str 
         block = sim[start : start + rows]
         flags = buffer[: len(block)]
         if text:
-            scored = block
-            if masked is not None:
-                scored = masked[: len(block)].copy_(block).masked_fill_(invalid, float("-inf"))
-            aim = target[start : start + rows]
-            torch.sum(torch.gt(scored, aim, out=flags), 1, out=greater_t[start : start + rows])
-            torch.sum(torch.eq(scored, aim, out=flags), 1, out=equal_t[start : start + rows])
+            aim, greater, equal = (part[start : start + rows] for part in (own, greater_t, equal_t))
+            torch.sum(torch.gt(block, aim, out=flags), 1, out=greater)
+            torch.sum(torch.eq(block, aim, out=flags), 1, out=equal)
+            if len(missing):
+                absent = block[:, missing]
+                greater -= torch.gt(absent, aim, out=few[: len(block)]).sum(1)
+                equal -= torch.eq(absent, aim, out=few[: len(block)]).sum(1)
             if top_t is not None:
                 top_t[start : start + rows] = block.topk(top_t.shape[1], dim=1).indices
         if clips:

@@ -105,23 +105,23 @@ def caption_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str 
     _finite(sim)
     n_captions, n_clips = sim.shape
     own = sim.gather(1, caption_clip.view(-1, 1))  # each caption's score for its own clip, [Q, 1]
-    count_dtype = torch.float32 if max(sim.shape) < 2**24 else torch.float64  # counts exact in either
+    count = {"dtype": torch.float32 if max(sim.shape) < 2**24 else torch.float64, "device": sim.device}  # exact
     rows = BLOCK_ROWS or max(1, BLOCK_ELEMENTS // max(n_clips, 1))
-    buffer = torch.empty(min(rows, n_captions), n_clips, dtype=count_dtype)
+    buffer = torch.empty(min(rows, n_captions), n_clips, **count)
     if text:
-        greater_t = torch.empty(n_captions, dtype=count_dtype)
-        equal_t = torch.empty(n_captions, dtype=count_dtype)
-        top_t = torch.empty(n_captions, min(top, n_clips), dtype=torch.int64) if top else None
+        greater_t = torch.empty(n_captions, **count)
+        equal_t = torch.empty(n_captions, **count)
+        top_t = torch.empty(n_captions, min(top, n_clips), dtype=torch.int64, device=sim.device) if top else None
         # A clip without the modality scores -inf for the text queries, above and equal to no caption's own (finite)
         # score: its column is counted and then taken off again, which costs a gather of those few columns where
         # a masked copy of the whole matrix cost a pass. A caption of such a clip misses whatever its counts.
         missing = (~clip_valid).nonzero().view(-1) if clip_valid is not None else torch.empty(0, dtype=torch.int64)
-        few = torch.empty(min(rows, n_captions), len(missing), dtype=count_dtype)
+        few = torch.empty(min(rows, n_captions), len(missing), **count)
     if clips:
-        best = torch.full((n_clips,), float("-inf"), dtype=sim.dtype).scatter_reduce(0, caption_clip, own.view(-1),
-                                                                                      "amax").view(1, -1)
-        greater_c = torch.zeros(n_clips, dtype=torch.float64)
-        equal_c = torch.zeros(n_clips, dtype=torch.float64)
+        best = torch.full((n_clips,), float("-inf"), dtype=sim.dtype, device=sim.device)
+        best = best.scatter_reduce(0, caption_clip, own.view(-1), "amax").view(1, -1)  # each clip's best caption
+        greater_c = torch.zeros(n_clips, dtype=torch.float64, device=sim.device)
+        equal_c = torch.zeros(n_clips, dtype=torch.float64, device=sim.device)
     for start in range(0, n_captions, rows):
         block = sim[start : start + rows]
         flags = buffer[: len(block)]
@@ -157,12 +157,13 @@ TOP_GROUP = 16  # rows per group in top_of_columns: the fastest of 8-200 (one co
 
 
 def top_of_columns(sim: torch.Tensor, k: int) -> torch.Tensor:
-    """`sim.t().topk(min(k, rows), dim=1).indices` (each column's best rows, best first), exactly, ties included.
+    """`sim.t().topk(min(k, rows), dim=1).indices` (each column's best rows, best first), exactly, ties included;
+    the scores finite (`_finite`).
 
     Why not that call: it reads each column with a stride of a whole row (150 ms for 15,000 x 1,500 on one core).
     Instead, the rows are cut into groups of TOP_GROUP and the maximum of each group taken down each column (one
-    contiguous pass). The k + 1 largest values of a column all lie in the k + 1 groups with the largest maxima (plus
-    the rows left over): those k + 1 maxima are themselves k + 1 candidates at least as large as anything outside.
+    contiguous pass). A column's k + 1 largest values are all found in its k + 1 groups with the largest maxima and
+    the rows left over: those k + 1 maxima are themselves k + 1 candidates at least as large as anything outside.
     Where those k + 1 values are all different, the column's top k is unique, and so what any topk returns; a
     column with a tie among them (equal scores, whose order is up to topk's algorithm) is ranked by topk itself,
     over the whole column.
@@ -175,9 +176,9 @@ def top_of_columns(sim: torch.Tensor, k: int) -> torch.Tensor:
     whole = groups * TOP_GROUP
     maxima = sim[:whole].unflatten(0, (groups, TOP_GROUP)).amax(1)  # [groups, cols]
     chosen = maxima.t().topk(k + 1, dim=1).indices  # [cols, k + 1]
-    candidates = (chosen.unsqueeze(2) * TOP_GROUP + torch.arange(TOP_GROUP)).flatten(1)
+    candidates = (chosen.unsqueeze(2) * TOP_GROUP + torch.arange(TOP_GROUP, device=sim.device)).flatten(1)
     if whole < rows:
-        candidates = torch.cat([candidates, torch.arange(whole, rows).expand(cols, -1)], 1)
+        candidates = torch.cat([candidates, torch.arange(whole, rows, device=sim.device).expand(cols, -1)], 1)
     values, at = sim.t().gather(1, candidates).topk(k + 1, dim=1)
     top = candidates.gather(1, at[:, :k])
     tied = (values[:, :-1] <= values[:, 1:]).any(1).nonzero().view(-1)

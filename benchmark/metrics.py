@@ -56,11 +56,19 @@ def postprocess(sim: torch.Tensor, method: str, temperature: float) -> torch.Ten
 def _finite(sim: torch.Tensor) -> torch.Tensor:
     """`sim` unchanged, or a UserError: a NaN compares unequal to itself, so `(sim == target).sum() - 1` would
     give its query rank -0.5, an R@1 hit (a NaN model scored R@1 = 100 before this check)."""
+    # aminmax first: one cheap pass with no [Q, N] bool temporary; a NaN propagates to both ends and an Inf is
+    # the minimum or the maximum, so only a broken matrix pays for the exact count
+    if sim.numel() and all(torch.isfinite(end) for end in torch.aminmax(sim)):
+        return sim
     bad = int((~torch.isfinite(sim)).sum())
     if bad:
         raise UserError(f"non-finite similarity: {bad} of {sim.numel()} scores are NaN or Inf; the model or its "
                         "inputs are broken, and no rank can be trusted")
     return sim
+
+
+BLOCK_ROWS = 0  # rows per block of the fused pass; 0 sizes blocks by BLOCK_ELEMENTS (tests cut them small)
+BLOCK_ELEMENTS = 1 << 20  # 4 MiB of float32 scores: in L3, and few enough blocks that per-call overhead is small
 
 
 def text_to_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average",
@@ -69,31 +77,114 @@ def text_to_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str 
 
     `clip_valid` [N] bool: clips without the compared modality are never retrieved and their captions miss.
     """
-    sim = _finite(sim)
-    if clip_valid is not None:
-        sim = sim.masked_fill(~clip_valid.view(1, -1), float("-inf"))
-    target = sim.gather(1, caption_clip.view(-1, 1))
-    greater = (sim > target).sum(1).double()
-    equal = (sim == target).sum(1).double() - 1
-    ranks = _tie_adjusted(greater, equal, ties)
-    if clip_valid is not None:
-        ranks[~clip_valid[caption_clip]] = float(sim.shape[1])  # worse than any real rank: a miss
-    return ranks
+    return caption_clip_ranks(sim, caption_clip, ties, clip_valid, clips=False)[0]
 
 
 def clip_to_text_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average",
                        clip_valid: torch.Tensor | None = None) -> torch.Tensor:
     """sim [N clips, Q captions], caption_clip [Q] -> 0-based rank of each clip's best caption, float64 [N]."""
-    sim = _finite(sim)
-    own = sim[caption_clip, torch.arange(sim.shape[1])]  # each caption's score from its own clip, [Q]
-    best = torch.full((sim.shape[0],), float("-inf"), dtype=sim.dtype).scatter_reduce(0, caption_clip, own, "amax")
-    best = best.view(-1, 1)
-    greater = (sim > best).sum(1).double()
-    equal = (sim == best).sum(1).double() - 1
-    ranks = _tie_adjusted(greater, equal, ties)
-    if clip_valid is not None:
-        ranks[~clip_valid] = float(sim.shape[1])
-    return ranks
+    return caption_clip_ranks(sim.t(), caption_clip, ties, clip_valid, text=False)[2]
+
+
+def caption_clip_ranks(sim: torch.Tensor, caption_clip: torch.Tensor, ties: str = "average",
+                       clip_valid: torch.Tensor | None = None, text: bool = True, clips: bool = True,
+                       top: int = 0) -> tuple[torch.Tensor | None, ...]:
+    """Both directions of one caption-by-clip matrix, sim [Q captions, N clips], in one pass over blocks of rows:
+    (text-to-clip ranks [Q], their `top` best clips [Q, top], clip-to-text ranks [N], their `top` best captions
+    [N, top]), None for a direction not asked (`text`, `clips`) and for the candidates when `top` is 0.
+
+    The ranks are those of `text_to_clip_ranks` / `clip_to_text_ranks` (the matrix's transpose): the count of
+    candidates scored above the target and of those tied with it, each query's target being its own clip's score
+    (text) or its best caption's (clips); `clip_valid` masks clips out of the text queries' candidates only. The
+    candidates are `topk` of the unmasked rows (text) and columns (clips), as scored.
+
+    Why blocks: two full-matrix comparisons per direction wrote [Q, N] bool temporaries (22.5 MB each for VATEX,
+    freshly page-faulted) and summed bools to int64, ~5x slower than counting a block that stays in cache with
+    the comparison written straight into a float buffer (whole numbers below 2**24 sum exactly in float32).
+    """
+    _finite(sim)
+    n_captions, n_clips = sim.shape
+    own = sim.gather(1, caption_clip.view(-1, 1))  # each caption's score for its own clip, [Q, 1]
+    count = {"dtype": torch.float32 if max(sim.shape) < 2**24 else torch.float64, "device": sim.device}  # exact
+    rows = BLOCK_ROWS or max(1, BLOCK_ELEMENTS // max(n_clips, 1))
+    buffer = torch.empty(min(rows, n_captions), n_clips, **count)
+    if text:
+        greater_t = torch.empty(n_captions, **count)
+        equal_t = torch.empty(n_captions, **count)
+        top_t = torch.empty(n_captions, min(top, n_clips), dtype=torch.int64, device=sim.device) if top else None
+        # A clip without the modality scores -inf for the text queries, above and equal to no caption's own (finite)
+        # score: its column is counted and then taken off again, which costs a gather of those few columns where
+        # a masked copy of the whole matrix cost a pass. A caption of such a clip misses whatever its counts.
+        missing = (~clip_valid).nonzero().view(-1) if clip_valid is not None else torch.empty(0, dtype=torch.int64)
+        few = torch.empty(min(rows, n_captions), len(missing), **count)
+    if clips:
+        best = torch.full((n_clips,), float("-inf"), dtype=sim.dtype, device=sim.device)
+        best = best.scatter_reduce(0, caption_clip, own.view(-1), "amax").view(1, -1)  # each clip's best caption
+        greater_c = torch.zeros(n_clips, dtype=torch.float64, device=sim.device)
+        equal_c = torch.zeros(n_clips, dtype=torch.float64, device=sim.device)
+    for start in range(0, n_captions, rows):
+        block = sim[start : start + rows]
+        flags = buffer[: len(block)]
+        if text:
+            aim, greater, equal = (part[start : start + rows] for part in (own, greater_t, equal_t))
+            torch.sum(torch.gt(block, aim, out=flags), 1, out=greater)
+            torch.sum(torch.eq(block, aim, out=flags), 1, out=equal)
+            if len(missing):
+                absent = block[:, missing]
+                greater -= torch.gt(absent, aim, out=few[: len(block)]).sum(1)
+                equal -= torch.eq(absent, aim, out=few[: len(block)]).sum(1)
+            if top_t is not None:
+                top_t[start : start + rows] = block.topk(top_t.shape[1], dim=1).indices
+        if clips:
+            greater_c += torch.gt(block, best, out=flags).sum(0)
+            equal_c += torch.eq(block, best, out=flags).sum(0)
+    out: list[torch.Tensor | None] = [None, None, None, None]
+    if text:
+        out[0] = _tie_adjusted(greater_t.double(), equal_t.double() - 1, ties)
+        if clip_valid is not None:
+            out[0][~clip_valid[caption_clip]] = float(n_clips)  # worse than any real rank: a miss
+        out[1] = top_t
+    if clips:
+        out[2] = _tie_adjusted(greater_c, equal_c - 1, ties)
+        if clip_valid is not None:
+            out[2][~clip_valid] = float(n_captions)
+        if top:
+            out[3] = top_of_columns(sim, top)
+    return tuple(out)
+
+
+TOP_GROUP = 16  # rows per group in top_of_columns: the fastest of 8-200 (one core, VATEX and AudioCaps sizes)
+
+
+def top_of_columns(sim: torch.Tensor, k: int) -> torch.Tensor:
+    """`sim.t().topk(min(k, rows), dim=1).indices` (each column's best rows, best first), exactly, ties included;
+    the scores finite (`_finite`).
+
+    Why not that call: it reads each column with a stride of a whole row (150 ms for 15,000 x 1,500 on one core).
+    Instead, the rows are cut into groups of TOP_GROUP and the maximum of each group taken down each column (one
+    contiguous pass). A column's k + 1 largest values are all found in its k + 1 groups with the largest maxima and
+    the rows left over: those k + 1 maxima are themselves k + 1 candidates at least as large as anything outside.
+    Where those k + 1 values are all different, the column's top k is unique, and so what any topk returns; a
+    column with a tie among them (equal scores, whose order is up to topk's algorithm) is ranked by topk itself,
+    over the whole column.
+    """
+    rows, cols = sim.shape
+    k = min(k, rows)
+    groups = rows // TOP_GROUP
+    if groups <= k + 1:  # too few rows for the groups to save anything
+        return sim.t().topk(k, dim=1).indices
+    whole = groups * TOP_GROUP
+    maxima = sim[:whole].unflatten(0, (groups, TOP_GROUP)).amax(1)  # [groups, cols]
+    chosen = maxima.t().topk(k + 1, dim=1).indices  # [cols, k + 1]
+    candidates = (chosen.unsqueeze(2) * TOP_GROUP + torch.arange(TOP_GROUP, device=sim.device)).flatten(1)
+    if whole < rows:
+        candidates = torch.cat([candidates, torch.arange(whole, rows, device=sim.device).expand(cols, -1)], 1)
+    values, at = sim.t().gather(1, candidates).topk(k + 1, dim=1)
+    top = candidates.gather(1, at[:, :k])
+    tied = (values[:, :-1] <= values[:, 1:]).any(1).nonzero().view(-1)
+    if len(tied):
+        top[tied] = sim[:, tied].t().topk(k, dim=1).indices
+    return top
 
 
 def rank_metrics(ranks: torch.Tensor, prefix: str) -> dict[str, float]:
@@ -125,9 +216,9 @@ def bootstrap_ci(ranks: torch.Tensor, prefix: str, resamples: int = 1000, seed: 
     `clips` [Q] (the clip of each query) resamples clips, each with all of its queries: a text-to-clip
     direction's queries are captions, and the 5 or 10 captions of one clip in a retrieval test set are not
     independent draws, so resampling captions alone gives intervals too narrow (issue 15). Without it, each query
-    is its own unit (a clip-to-text direction's queries are the clips). With `baseline` (ranks of another run on the same
-    queries), the same resamples score both runs and the interval is for the paired difference (this run minus
-    the baseline; no caller yet: the report's ablations pair seeds).
+    is its own unit (a clip-to-text direction's queries are the clips). With `baseline` (ranks of another run on
+    the same queries), the same resamples score both runs and the interval is for the paired difference (this run
+    minus the baseline; no caller yet: the report's ablations pair seeds).
 
     A resample draws each unit a whole number of times; its metrics are the queries' metrics weighted by how
     often their unit was drawn (the same numbers as the resampled queries laid end to end), so clips with

@@ -27,6 +27,7 @@ from reports.tables import (
     VERDICTS_VS_REFERENCE,
     Table,
     ablation_table,
+    joined,
     paired_ablation,
     summary_table,
     task_tables,
@@ -204,15 +205,11 @@ def _provenance_section(provenance: pd.DataFrame, command: str) -> list[Block]:
         "fingerprint: the protocol's (what is scored and how); data manifest: the hash of the clips used and which "
         "had audio; git: the code each run ran (dirty: with uncommitted changes); hardware x processes"]))
     for packages, group in provenance.groupby("packages", sort=False):
-        where = "" if provenance["packages"].nunique() == 1 else f" ({_joined_set(group['task'])})"
+        where = "" if provenance["packages"].nunique() == 1 else f" ({joined(group['task'])})"
         blocks.append(Paragraph(f"Package versions{where}: {packages or 'not recorded'}."))
     commands = [c for c in dict.fromkeys(provenance["command"]) if c]
     blocks.append(Paragraph("Commands of the runs: " + ("; ".join(commands) if commands else "not recorded") + "."))
     return blocks
-
-
-def _joined_set(values) -> str:
-    return ", ".join(sorted({str(v) for v in values}))
 
 
 # ---------------------------------------------------------------------------------------------------- Markdown

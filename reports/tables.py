@@ -126,8 +126,8 @@ def summarize_seeds(results: pd.DataFrame) -> pd.DataFrame:
             {
                 **dict(zip(SUMMARY_KEYS, key, strict=True)),
                 **_seed_interval(group),
-                "protocol": _joined(group["protocol"]),
-                "split": _joined(group["split"]),
+                "protocol": joined(group["protocol"]),
+                "split": joined(group["split"]),
                 "seeds": tuple(sorted(group["seed"])),
             }
         )
@@ -205,7 +205,7 @@ def published_value(
     if len(rows) > 1:
         raise ValueError(
             f"{len(rows)} {method} rows for {task} {variant} {direction}/{metric} on splits "
-            f"{_joined(rows['split'])}: keep one"
+            f"{joined(rows['split'])}: keep one"
         )
     return PublishedValue(float(rows["value"].iloc[0]), str(rows["confidence"].iloc[0]), method,
                           str(rows["comparability"].iloc[0]))
@@ -284,7 +284,7 @@ def format_signed(value: float) -> str:
     return f"{round(value, DECIMALS) + 0.0:+.{DECIMALS}f}"
 
 
-def _joined(values: Iterable) -> str:
+def joined(values: Iterable) -> str:
     return ", ".join(sorted({str(v) for v in values}))
 
 
@@ -327,7 +327,7 @@ def summary_table(
         for summary in summarize_seeds(runs).itertuples():
             split = set(runs.loc[runs["protocol_fingerprint"] == summary.protocol_fingerprint, "split"])
             cited = reference_value(baselines, task, reference_variant, direction, metric, split)
-            source = ABSENT if cited is None else f"{cited.method}, {_joined(split)}"
+            source = ABSENT if cited is None else f"{cited.method}, {joined(split)}"
             rows.append({
                 "task": task, "main score": score,
                 "ours": format_estimate(summary.mean, summary.ci_low, summary.ci_high, summary.ci_kind),
@@ -426,7 +426,7 @@ def _reference_line(cited: Mapping[str, PublishedValue | None], splits: set[str]
             marks = " (pending)" * value.pending + " (context: another protocol)" * (value.comparability != "same")
             by_method.setdefault(f"{value.method}{marks}", []).append(metric)
     named = "; ".join(f"{method} for {', '.join(found)}" for method, found in by_method.items())
-    return f"reference on {_joined(splits)}: {named or 'none'}"
+    return f"reference on {joined(splits)}: {named or 'none'}"
 
 
 def _margin_line(metrics: list[str], margins: Mapping[str, float]) -> str:
@@ -466,9 +466,9 @@ def _footer_lines(ours: pd.DataFrame, fingerprint: str) -> list[str]:
     975 of 975; missing video 0, missing audio 12" (ranges when the runs differ)."""
     runs = ours[ours["protocol_fingerprint"] == fingerprint]
     seeds = ", ".join(map(str, sorted(runs["seed"].unique())))
-    split = _joined(runs["split"])
+    split = joined(runs["split"])
     return [
-        f"ours: protocol {_joined(runs['protocol'])}, fingerprint {fingerprint}, split {split}, seeds {seeds}",
+        f"ours: protocol {joined(runs['protocol'])}, fingerprint {fingerprint}, split {split}, seeds {seeds}",
         _coverage(runs),
     ]
 
@@ -476,7 +476,7 @@ def _footer_lines(ours: pd.DataFrame, fingerprint: str) -> list[str]:
 def _coverage(runs: pd.DataFrame) -> str:
     """The items a set of runs was scored on, e.g. "test clips used 975 of 975; missing video 0, missing audio 12"."""
     return (
-        f"{_joined(runs['split'])} clips used {_span(runs['clips_used'])} of {_span(runs['clips_listed'])}; "
+        f"{joined(runs['split'])} clips used {_span(runs['clips_used'])} of {_span(runs['clips_listed'])}; "
         f"missing video {_span(runs['missing_video'])}, missing audio {_span(runs['missing_audio'])}"
     )
 
@@ -537,9 +537,9 @@ def paired_ablation(
                         "score": score,
                         "metric": metric,
                         "reference_fingerprint": reference_fingerprint,
-                        "reference_protocol": _joined(reference_runs["protocol"]),
+                        "reference_protocol": joined(reference_runs["protocol"]),
                         "variant_fingerprint": fingerprint,
-                        "variant_protocol": _joined(variant_runs["protocol"]),
+                        "variant_protocol": joined(variant_runs["protocol"]),
                         **_paired_deltas(reference_runs, variant_runs, metric),
                         **_paper_delta(paper_reference, paper_variant),
                     }
@@ -673,6 +673,6 @@ def _mixed_protocol_warnings(ablation: pd.DataFrame, reference_variant: str) -> 
         if group["fingerprint"].nunique() > 1:
             warnings.append(
                 f"WARNING, mixed protocols: {task} {variant} has fingerprints "
-                f"{_joined(group['fingerprint'])}; they are never averaged"
+                f"{joined(group['fingerprint'])}; they are never averaged"
             )
     return warnings

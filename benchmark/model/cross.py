@@ -89,6 +89,7 @@ class KVCache:
         if self.fixed_kv is not None:
             self.keys[:, :, :self.fixed], self.values[:, :, :self.fixed] = self.fixed_kv
             self.allowed[:, 0, 0, :self.fixed] = self.fixed_mask.bool()
+            self.fixed_kv = self.fixed_mask = None  # the buffers hold them now: no second copy kept
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Write the new tokens' k, v [N, heads, T, hd]; returns keys and values [N, heads, S, hd] of every
